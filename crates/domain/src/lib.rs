@@ -1,0 +1,20 @@
+//! keymeter's pure types and rules: the API key format, keyed hashing, plans and limits,
+//! admin scopes and the events on the wire. Nothing here does I/O, so every rule is unit
+//! tested without a server.
+
+pub mod api_key;
+pub mod base62;
+pub mod credits;
+pub mod events;
+pub mod hashing;
+pub mod limits;
+pub mod scope;
+pub mod validation;
+
+pub use api_key::{ApiKey, KeyFormatError, KeyPrefix};
+pub use credits::{Credits, Refill};
+pub use events::{EventError, KeyChange, KeyEvent, UsageBatch, UsageEntry};
+pub use hashing::{KeyHash, Pepper, PepperError};
+pub use limits::{Algorithm, Limit};
+pub use scope::Scope;
+pub use validation::{FieldError, ValidationErrors};
