@@ -204,7 +204,10 @@ mod tests {
         assert!(KeyPrefix::parse("").is_err());
         assert!(KeyPrefix::parse("1a").is_err());
         assert!(KeyPrefix::parse("sk__live").is_err());
-        assert!(KeyPrefix::parse("abcdefghijklmnopq").is_err(), "17 characters in one segment");
+        assert!(
+            KeyPrefix::parse("abcdefghijklmnopq").is_err(),
+            "17 characters in one segment"
+        );
         assert!(KeyPrefix::parse(&"a_".repeat(20)).is_err());
     }
 

@@ -25,7 +25,10 @@ impl Credits {
     pub fn validate(&self, field: &str) -> Result<(), ValidationErrors> {
         let mut errors = ValidationErrors::default();
         if self.remaining > MAX_LIMIT {
-            errors.push(format!("{field}.remaining"), format!("must be at most {MAX_LIMIT}"));
+            errors.push(
+                format!("{field}.remaining"),
+                format!("must be at most {MAX_LIMIT}"),
+            );
         }
         if let Some(refill) = &self.refill {
             if refill.amount == 0 || refill.amount > MAX_LIMIT {
@@ -67,7 +70,11 @@ mod tests {
                 interval_ms: 10,
             }),
         };
-        let errors = credits.validate("credits").err().map(|e| e.0).unwrap_or_default();
+        let errors = credits
+            .validate("credits")
+            .err()
+            .map(|e| e.0)
+            .unwrap_or_default();
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(
             fields,

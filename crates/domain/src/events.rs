@@ -17,7 +17,9 @@ impl TryFrom<u64> for V1 {
         if v == 1 {
             Ok(V1)
         } else {
-            Err(format!("unsupported event version {v}; this build reads v1"))
+            Err(format!(
+                "unsupported event version {v}; this build reads v1"
+            ))
         }
     }
 }

@@ -35,7 +35,11 @@ impl Pepper {
     }
 
     pub fn hash_key(&self, key: &ApiKey) -> KeyHash {
-        KeyHash(blake3::keyed_hash(&self.0, key.expose().as_bytes()).to_hex().to_string())
+        KeyHash(
+            blake3::keyed_hash(&self.0, key.expose().as_bytes())
+                .to_hex()
+                .to_string(),
+        )
     }
 
     /// Admin tokens are free-form secrets (the bootstrap token is the operator's choice), so

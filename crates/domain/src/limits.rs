@@ -128,14 +128,18 @@ mod tests {
 
     #[test]
     fn refuses_unknown_fields_and_algorithms() {
-        assert!(serde_json::from_str::<Limit>(
-            r#"{"name":"a","algorithm":"fixed_window","limit":1,"window_ms":1,"extra":1}"#
-        )
-        .is_err());
-        assert!(serde_json::from_str::<Limit>(
-            r#"{"name":"a","algorithm":"leaky","limit":1,"window_ms":1}"#
-        )
-        .is_err());
+        assert!(
+            serde_json::from_str::<Limit>(
+                r#"{"name":"a","algorithm":"fixed_window","limit":1,"window_ms":1,"extra":1}"#
+            )
+            .is_err()
+        );
+        assert!(
+            serde_json::from_str::<Limit>(
+                r#"{"name":"a","algorithm":"leaky","limit":1,"window_ms":1}"#
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -144,7 +148,12 @@ mod tests {
             limit("Per-Second", Algorithm::FixedWindow, 1, 1000),
             limit("ok", Algorithm::FixedWindow, 0, 1000),
             limit("ok", Algorithm::FixedWindow, 5, 0),
-            limit("big", Algorithm::SlidingLog, MAX_SLIDING_LOG_LIMIT + 1, 1000),
+            limit(
+                "big",
+                Algorithm::SlidingLog,
+                MAX_SLIDING_LOG_LIMIT + 1,
+                1000,
+            ),
             limit("long", Algorithm::FixedWindow, 5, MAX_WINDOW_MS + 1),
             Limit {
                 burst: Some(3),

@@ -59,7 +59,9 @@ impl fmt::Display for Scope {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown scope {0:?}; known scopes: plans:read, plans:write, keys:read, keys:write, usage:read, audit:read, admin")]
+#[error(
+    "unknown scope {0:?}; known scopes: plans:read, plans:write, keys:read, keys:write, usage:read, audit:read, admin"
+)]
 pub struct UnknownScope(pub String);
 
 impl FromStr for Scope {

@@ -1,0 +1,14 @@
+//! RabbitMQ: the topology of API.md, a publisher that waits for the broker's confirm, and
+//! consumer helpers.
+
+mod connection;
+mod consumer;
+mod publisher;
+mod topology;
+
+pub use connection::{AmqpError, RabbitSettings, connect};
+pub use consumer::{consume, dead_letter};
+pub use publisher::ConfirmedPublisher;
+pub use topology::Topology;
+
+pub use lapin::{Channel, Connection, Consumer, message::Delivery};

@@ -1,0 +1,67 @@
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
+
+use super::AmqpError;
+
+/// Publishes persistent JSON on a channel in confirm mode; `publish` returns only once the
+/// broker has taken responsibility for the message (stored in a queue).
+#[derive(Clone)]
+pub struct ConfirmedPublisher {
+    channel: Channel,
+}
+
+const PERSISTENT: u8 = 2;
+
+impl ConfirmedPublisher {
+    pub async fn open(connection: &Connection) -> Result<Self, AmqpError> {
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(Self { channel })
+    }
+
+    /// Sends `body` and waits for the broker's confirm. `mandatory` makes a message that
+    /// reaches no queue an error instead of silently dropped.
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        message_id: Option<&str>,
+        headers: FieldTable,
+    ) -> Result<(), AmqpError> {
+        let mut properties = BasicProperties::default()
+            .with_delivery_mode(PERSISTENT)
+            .with_content_type("application/json".into())
+            .with_headers(headers);
+        if let Some(id) = message_id {
+            properties = properties.with_message_id(id.into());
+        }
+        let confirm = self
+            .channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                body,
+                properties,
+            )
+            .await?
+            .await?;
+        match confirm {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(_)) => Err(AmqpError::Unroutable(exchange.to_owned())),
+            Confirmation::Nack(_) => Err(AmqpError::Nacked),
+            Confirmation::NotRequested => Err(AmqpError::Nacked),
+        }
+    }
+
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+}

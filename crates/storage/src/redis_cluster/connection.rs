@@ -1,0 +1,113 @@
+use std::time::Duration;
+
+use deadpool_redis::cluster::{ClusterConnection, Config, Connection, Pool, PoolError, Runtime};
+use deadpool_redis::redis::{self, RedisError};
+use tokio::sync::OnceCell;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RedisClusterError {
+    #[error("redis cluster: {0}")]
+    Redis(#[from] RedisError),
+    #[error("redis cluster is unavailable: {0}")]
+    Unavailable(#[from] PoolError),
+    #[error("redis cluster configuration: {0}")]
+    Config(String),
+    #[error("redis cluster did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the keys of one script call must share one hash tag, got {0:?}")]
+    CrossSlot(Vec<String>),
+}
+
+/// Where the cluster is: any subset of its nodes; the client discovers the rest.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    pub nodes: Vec<String>,
+    /// Upper bound on one command, so a dead node costs a request this much, not more.
+    pub response_timeout: Duration,
+}
+
+impl RedisSettings {
+    pub fn new(nodes: Vec<String>) -> Self {
+        Self {
+            nodes,
+            response_timeout: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A handle to the cluster, cheap to clone.
+///
+/// deadpool-redis builds and configures the cluster client, but a pool checkout per call
+/// PINGs every master on recycle and costs 4–5× the throughput (DEPENDENCIES.md). So one
+/// connection is taken out of the pool once and cloned into every caller: its clones share
+/// the node connections and pipeline concurrent commands.
+#[derive(Clone)]
+pub struct RedisCluster {
+    inner: std::sync::Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    shared: OnceCell<ClusterConnection>,
+    settings: RedisSettings,
+}
+
+impl RedisCluster {
+    /// Builds the client without connecting, so a service starts while the cluster is
+    /// down and reports it on `/readyz`.
+    pub fn new(settings: RedisSettings) -> Result<Self, RedisClusterError> {
+        if settings.nodes.is_empty() {
+            return Err(RedisClusterError::Config("no cluster nodes given".into()));
+        }
+        let pool = Config::from_urls(settings.nodes.clone())
+            .create_pool(Some(Runtime::Tokio1))
+            .map_err(|e| RedisClusterError::Config(e.to_string()))?;
+        Ok(Self {
+            inner: std::sync::Arc::new(Inner {
+                pool,
+                shared: OnceCell::new(),
+                settings,
+            }),
+        })
+    }
+
+    pub fn settings(&self) -> &RedisSettings {
+        &self.inner.settings
+    }
+
+    /// A clone of the shared multiplexed connection, connecting on first use.
+    pub async fn connection(&self) -> Result<ClusterConnection, RedisClusterError> {
+        let timeout = self.inner.settings.response_timeout;
+        let shared = self
+            .inner
+            .shared
+            .get_or_try_init(|| async {
+                let checkout = tokio::time::timeout(timeout * 4, self.inner.pool.get())
+                    .await
+                    .map_err(|_| RedisClusterError::Timeout(timeout * 4))??;
+                Ok::<_, RedisClusterError>(Connection::take(checkout))
+            })
+            .await?;
+        Ok(shared.clone())
+    }
+
+    /// Runs one command future under the response timeout.
+    pub async fn bounded<T, F>(&self, command: F) -> Result<T, RedisClusterError>
+    where
+        F: std::future::Future<Output = Result<T, RedisError>>,
+    {
+        let timeout = self.inner.settings.response_timeout;
+        tokio::time::timeout(timeout, command)
+            .await
+            .map_err(|_| RedisClusterError::Timeout(timeout))?
+            .map_err(RedisClusterError::from)
+    }
+
+    /// PING reaches every master: ready means every slot has a master that answers.
+    pub async fn ping(&self) -> Result<(), RedisClusterError> {
+        let mut conn = self.connection().await?;
+        self.bounded(redis::cmd("PING").query_async::<String>(&mut conn))
+            .await
+            .map(drop)
+    }
+}

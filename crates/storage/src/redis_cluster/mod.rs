@@ -1,0 +1,8 @@
+//! The Redis Cluster: one multiplexed connection shared by every task, and Lua scripts whose
+//! keys share one hash tag so a script runs on one node in one round trip.
+
+mod connection;
+mod scripts;
+
+pub use connection::{RedisCluster, RedisClusterError, RedisSettings};
+pub use scripts::{LuaScript, hash_tag, tagged_key};

@@ -1,0 +1,75 @@
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use storage::postgres::{PgPool, PostgresSettings, connect_pool, run_pending_migrations};
+
+/// A Postgres schema of its own; every connection made from `url` sees only it.
+pub struct TestDb {
+    pub schema: String,
+    /// The database URL with `search_path` set to this schema.
+    pub url: String,
+    base_url: String,
+}
+
+impl TestDb {
+    /// An empty schema.
+    pub async fn empty() -> Self {
+        let base_url = crate::database_url();
+        let schema = format!("test_{}", crate::unique_name());
+        let mut conn = AsyncPgConnection::establish(&base_url).await.expect(
+            "connect to the test database (is the local stack up? deploy/local/test.sh starts it)",
+        );
+        diesel::sql_query(format!("CREATE SCHEMA {schema}"))
+            .execute(&mut conn)
+            .await
+            .expect("create test schema");
+        let mut url = url::Url::parse(&base_url).expect("KEYMETER_DATABASE_URL is a URL");
+        url.query_pairs_mut()
+            .append_pair("options", &format!("-csearch_path={schema}"));
+        Self {
+            schema,
+            url: url.to_string(),
+            base_url,
+        }
+    }
+
+    /// A schema with every migration applied.
+    pub async fn migrated() -> Self {
+        let db = Self::empty().await;
+        run_pending_migrations(&db.url)
+            .await
+            .expect("migrations apply");
+        db
+    }
+
+    pub fn pool(&self) -> PgPool {
+        connect_pool(&PostgresSettings::new(self.url.clone())).expect("build pool")
+    }
+
+    pub async fn connection(&self) -> AsyncPgConnection {
+        AsyncPgConnection::establish(&self.url)
+            .await
+            .expect("connect to the test schema")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        // Drop runs inside the test's runtime, which cannot block on itself: clean up from
+        // a thread with a runtime of its own.
+        let base_url = self.base_url.clone();
+        let schema = self.schema.clone();
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime for clean-up");
+            runtime.block_on(async move {
+                if let Ok(mut conn) = AsyncPgConnection::establish(&base_url).await {
+                    let _ = diesel::sql_query(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}

@@ -1,0 +1,16 @@
+-- Transactional outbox: a change to a key or plan writes its row here in the same
+-- transaction; the relay applies rows in id order to the Redis projection, publishes the
+-- key event, and only then marks them processed. A crash repeats the step, never skips it.
+CREATE TABLE outbox (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    aggregate     text NOT NULL CHECK (aggregate IN ('key', 'plan')),
+    aggregate_id  uuid NOT NULL,
+    change        text NOT NULL,
+    payload       jsonb NOT NULL DEFAULT '{}',
+    attempts      integer NOT NULL DEFAULT 0,
+    last_error    text,
+    processed_at  timestamptz
+);
+
+CREATE INDEX outbox_pending_idx ON outbox (id) WHERE processed_at IS NULL;
