@@ -2,6 +2,7 @@
 //! admin scopes and the events on the wire. Nothing here does I/O, so every rule is unit
 //! tested without a server.
 
+pub mod admin_token;
 pub mod api_key;
 pub mod base62;
 pub mod credits;

@@ -6,4 +6,5 @@ pub mod models;
 pub mod postgres;
 pub mod rabbitmq;
 pub mod redis_cluster;
+pub mod repositories;
 pub mod schema;

@@ -5,10 +5,12 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod database;
+mod process;
 mod rabbit;
 mod redis;
 
 pub use database::TestDb;
+pub use process::{ServiceProcess, free_port, run_to_exit, service_command};
 pub use rabbit::TestRabbit;
 pub use redis::TestRedis;
 
@@ -34,6 +36,9 @@ pub fn redis_nodes() -> Vec<String> {
     .filter(|s| !s.is_empty())
     .collect()
 }
+
+/// A pepper for tests (64 hex characters); never used outside them.
+pub const TEST_PEPPER: &str = "7465737420706570706572206f6e6c7920666f722074657374732121212121ab";
 
 pub fn amqp_url() -> String {
     setting("KEYMETER_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")

@@ -1,1 +1,22 @@
-fn main() {}
+//! key-admin: the admin REST API over PostgreSQL, the source of truth, and the relay that
+//! projects it into Redis. Also the `migrate` and `token create` commands.
+
+mod bootstrap;
+mod commands;
+mod serve;
+mod settings;
+
+use settings::{Cli, Command, TokenCommand};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli: Cli = service_kit::settings::parse_or_exit();
+    service_kit::logging::init(&cli.log.log, cli.log.log_format);
+    match cli.command {
+        Command::Serve(args) => serve::run(*args).await,
+        Command::Migrate(args) => commands::migrate::run(&args).await,
+        Command::Token {
+            command: TokenCommand::Create(args),
+        } => commands::token::create(&args).await,
+    }
+}

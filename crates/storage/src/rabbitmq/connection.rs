@@ -8,6 +8,8 @@ pub enum AmqpError {
     Nacked,
     #[error("rabbitmq routed the message to no queue (exchange {0:?})")]
     Unroutable(String),
+    #[error("rabbitmq did not answer within {0:?}")]
+    Timeout(std::time::Duration),
 }
 
 #[derive(Debug, Clone)]

@@ -3,11 +3,13 @@
 
 mod connection;
 mod consumer;
+mod link;
 mod publisher;
 mod topology;
 
 pub use connection::{AmqpError, RabbitSettings, connect};
 pub use consumer::{consume, dead_letter};
+pub use link::RabbitLink;
 pub use publisher::ConfirmedPublisher;
 pub use topology::Topology;
 

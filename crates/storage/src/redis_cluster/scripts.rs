@@ -5,12 +5,11 @@ use super::{RedisCluster, RedisClusterError};
 /// The hash tag Redis Cluster places a key by: the text between the first `{` and the next
 /// `}`, when not empty; otherwise the whole key.
 pub fn hash_tag(key: &str) -> &str {
-    if let Some(open) = key.find('{') {
-        if let Some(len) = key[open + 1..].find('}') {
-            if len > 0 {
-                return &key[open + 1..open + 1 + len];
-            }
-        }
+    if let Some(open) = key.find('{')
+        && let Some(len) = key[open + 1..].find('}')
+        && len > 0
+    {
+        return &key[open + 1..open + 1 + len];
     }
     key
 }

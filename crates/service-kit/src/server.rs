@@ -1,0 +1,41 @@
+//! The HTTP server every service runs: its own routes plus health and metrics, request
+//! metrics, and a graceful stop on SIGTERM or SIGINT (actix handles both signals).
+
+use std::net::SocketAddr;
+
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+
+use crate::health::Readiness;
+
+/// How long in-flight requests get to finish after SIGTERM.
+pub const SHUTDOWN_GRACE_SECS: u64 = 20;
+
+/// Serves until a stop signal, then lets in-flight requests finish.
+pub async fn serve<F>(
+    service: &'static str,
+    listen: SocketAddr,
+    readiness: Readiness,
+    routes: F,
+) -> std::io::Result<()>
+where
+    F: Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
+{
+    let metrics = web::Data::new(crate::metrics::install(service));
+    let readiness = web::Data::new(readiness);
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(from_fn(crate::metrics::record_http))
+            .app_data(readiness.clone())
+            .app_data(metrics.clone())
+            .configure(crate::health::routes)
+            .configure(routes.clone())
+    })
+    .bind(listen)?
+    .shutdown_timeout(SHUTDOWN_GRACE_SECS)
+    .run();
+    tracing::info!(%listen, "{service} listening");
+    server.await?;
+    tracing::info!("{service} stopped");
+    Ok(())
+}

@@ -1,0 +1,33 @@
+//! key-admin as an operator runs it: the real binary, real stores, over HTTP.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod commands;
+mod config_errors;
+mod serve;
+
+use std::net::SocketAddr;
+use std::process::Command;
+
+use test_support::{TEST_PEPPER, TestDb, free_port, service_command};
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_key-admin");
+pub const BOOTSTRAP_TOKEN: &str = "bootstrap-token-for-tests-0123456789abcdef";
+
+/// `key-admin serve` on a free port against the test's own schema.
+pub fn serve_command(db: &TestDb) -> (Command, SocketAddr) {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut command = service_command(BINARY);
+    command
+        .arg("serve")
+        .env("KEYMETER_ADMIN_LISTEN", addr.to_string())
+        .env("KEYMETER_DATABASE_URL", &db.url)
+        .env(
+            "KEYMETER_REDIS_NODES",
+            test_support::redis_nodes().join(","),
+        )
+        .env("KEYMETER_AMQP_URL", test_support::amqp_url())
+        .env("KEYMETER_PEPPER", TEST_PEPPER)
+        .env("KEYMETER_BOOTSTRAP_ADMIN_TOKEN", BOOTSTRAP_TOKEN);
+    (command, addr)
+}

@@ -1,0 +1,78 @@
+//! The limiter binary as an operator runs it.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::process::Command;
+
+use test_support::{ServiceProcess, TEST_PEPPER, free_port, run_to_exit, service_command};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_limiter");
+
+fn serve_command() -> (Command, SocketAddr) {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut command = service_command(BINARY);
+    command
+        .arg("serve")
+        .env("KEYMETER_LIMITER_LISTEN", addr.to_string())
+        .env(
+            "KEYMETER_REDIS_NODES",
+            test_support::redis_nodes().join(","),
+        )
+        .env("KEYMETER_AMQP_URL", test_support::amqp_url())
+        .env("KEYMETER_PEPPER", TEST_PEPPER);
+    (command, addr)
+}
+
+#[tokio::test]
+async fn ready_with_the_cluster_and_rabbitmq_then_stops_on_sigterm() {
+    let (command, addr) = serve_command();
+    let service = ServiceProcess::start(command, addr).await;
+    let ready = reqwest::get(service.url("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(
+        body["checks"],
+        serde_json::json!({"redis": "ok", "rabbitmq": "ok"})
+    );
+    let metrics = reqwest::get(service.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains(r#"service="limiter""#), "{metrics}");
+    assert!(service.terminate().await.success());
+}
+
+#[tokio::test]
+async fn readyz_is_503_naming_redis_when_the_cluster_is_away() {
+    let (mut command, addr) = serve_command();
+    command.env("KEYMETER_REDIS_NODES", "redis://127.0.0.1:1");
+    let service = ServiceProcess::start(command, addr).await;
+    let ready = reqwest::get(service.url("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["failing"], serde_json::json!(["redis"]));
+}
+
+#[test]
+fn refuses_to_start_without_a_valid_pepper() {
+    let (mut command, _) = serve_command();
+    command.env_remove("KEYMETER_PEPPER");
+    let (status, stderr) = run_to_exit(command);
+    assert_eq!(status.code(), Some(2));
+    assert_eq!(
+        stderr.trim_end(),
+        "error: KEYMETER_PEPPER (--pepper) is required but not set"
+    );
+
+    let (mut command, _) = serve_command();
+    command.env("KEYMETER_PEPPER", "xyz");
+    let (status, stderr) = run_to_exit(command);
+    assert_eq!(status.code(), Some(2));
+    assert!(
+        stderr.starts_with("error: KEYMETER_PEPPER (--pepper) invalid value: must be 64 hex"),
+        "{stderr}"
+    );
+}
