@@ -167,7 +167,8 @@ km_state_init() {
 	touch "$KM_RECORD"
 }
 
-# One up.sh/down.sh at a time per stack.
+# One up.sh/down.sh at a time per stack. The lock is fd 9: every server or service we
+# start gets `9>&-` so that it does not inherit (and keep holding) the lock.
 km_lock() {
 	mkdir -p "$KM_STATE"
 	exec 9>"$KM_STATE/.lock"
@@ -270,7 +271,7 @@ km_apt_install() { # packages...
 		}
 		KM_APT_UPDATED=1
 	fi
-	km_as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >>"$log" 2>&1 || {
+	km_as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >>"$log" 2>&1 9>&- || {
 		tail -n 20 "$log" >&2
 		km_die "apt-get install $* failed (log: $(km_rel "$log"))"
 	}
@@ -335,12 +336,15 @@ km_wait() { # seconds command... : poll every 0.5 s
 	done
 }
 
-# Live process $1 whose argv[0] ends with $2 (guards against reused pids).
+# Live process $1 whose argv[0] (or argv[1], for a script run by its interpreter) ends
+# with $2: guards against reused pids.
 km_pid_is() {
-	local pid=$1 want=$2 argv0
+	local pid=$1 want=$2 arg
 	[[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
-	argv0=$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | head -n 1) || return 1
-	[[ $argv0 == *"$want" ]]
+	while IFS= read -r arg; do
+		[[ $arg == *"$want" ]] && return 0
+	done < <(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | head -n 2)
+	return 1
 }
 
 km_pidfile_pid() { # pidfile -> pid
@@ -442,7 +446,7 @@ km_postgres_up() {
 		fi
 		touch "$log"
 		km_chown_for postgres "$log"
-		km_as_user postgres "$bindir/pg_ctl" -D "$data" -l "$log" -w -t 60 start >/dev/null 2>&1 || {
+		km_as_user postgres "$bindir/pg_ctl" -D "$data" -l "$log" -w -t 60 start >/dev/null 2>&1 9>&- || {
 			tail -n 30 "$log" >&2
 			km_die "postgres did not start on $addr (log: $(km_rel "$log"))"
 		}
@@ -530,7 +534,7 @@ km_redis_up() {
 			--cluster-enabled yes --cluster-config-file "$dir/nodes.conf" "${bus_args[@]}" \
 			--cluster-node-timeout 2000 --dir "$dir" --daemonize yes \
 			--save "" --appendonly no \
-			--logfile "$KM_LOGS/redis-$p.log" --pidfile "$dir/redis.pid" >/dev/null ||
+			--logfile "$KM_LOGS/redis-$p.log" --pidfile "$dir/redis.pid" >/dev/null 9>&- ||
 			km_die "redis-server on $h:$p did not start (log: $(km_rel "$KM_LOGS/redis-$p.log"))"
 		km_record_add redis "$p"
 		started+=("$p")
@@ -586,18 +590,28 @@ km_redis_up() {
 	km_log "redis cluster: cluster_state:ok ($masters masters, $replicas replicas)"
 }
 
+# Is the node answering at host:port one that runs in this stack's folder?
+km_redis_ours() {
+	[[ $(km_rcli "$1" "$2" config get dir 2>/dev/null | tr -d '\r' | sed -n 2p) == "$KM_STATE/redis/$2" ]]
+}
+
 km_redis_down() {
-	local p pid n=() dir
-	for p in "${KM_REDIS_PORTS[@]}"; do
+	local i h p pid n=()
+	for i in "${!KM_REDIS_PORTS[@]}"; do
+		h=${KM_REDIS_HOSTS[i]}
+		p=${KM_REDIS_PORTS[i]}
 		km_record_has redis "$p" || continue
-		dir="$KM_STATE/redis/$p"
-		if pid=$(km_pidfile_pid "$dir/redis.pid") && km_pid_is "$pid" redis-server &&
-			grep -q ":$p" "/proc/$pid/cmdline" 2>/dev/null; then
-			km_stop_pid "$pid" 10
+		if km_redis_ours "$h" "$p"; then
+			pid=$(km_rcli "$h" "$p" info server | tr -d '\r' | sed -n 's/^process_id://p')
+			[[ -n $pid ]] && km_stop_pid "$pid" 10
 			n+=("$p")
 		fi
-		rm -f "$dir/redis.pid"
-		km_record_del redis "$p"
+		if km_redis_ours "$h" "$p"; then
+			km_warn "redis on $h:$p is still running; left in the record"
+		else
+			rm -f "$KM_STATE/redis/$p/redis.pid"
+			km_record_del redis "$p"
+		fi
 	done
 	((${#n[@]} == 0)) || km_log "redis cluster: stopped ${#n[@]} nodes on $(km_port_range "${n[@]}")"
 }
@@ -670,7 +684,7 @@ km_rabbit_up() {
 	EOF
 	km_chown_for rabbitmq "$dir"
 	km_log "rabbitmq: starting node $node on $addr"
-	km_rabbit rabbitmq-server -detached >>"$KM_LOGS/rabbitmq-start.log" 2>&1 || {
+	km_rabbit rabbitmq-server -detached >>"$KM_LOGS/rabbitmq-start.log" 2>&1 9>&- || {
 		tail -n 20 "$KM_LOGS/rabbitmq-start.log" >&2
 		km_die "rabbitmq-server did not start (logs: $(km_rel "$KM_LOGS/rabbitmq-start.log"), $(km_rel "$dir/log"))"
 	}
@@ -699,7 +713,11 @@ km_rabbit_down() {
 		km_stop_pid "$pid" 30
 		km_log "rabbitmq: stopped node $node (pid $pid)"
 	fi
-	km_record_del rabbitmq "$node" "$KM_AMQP_PORT"
+	if km_rabbit_started; then
+		km_warn "rabbitmq node $node is still running; left in the record"
+	else
+		km_record_del rabbitmq "$node" "$KM_AMQP_PORT"
+	fi
 }
 
 # ---------------------------------------------------------------- docker compose

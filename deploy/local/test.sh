@@ -4,7 +4,7 @@
 # the KEYMETER_* settings and runs `cargo test --workspace --all-targets "$@"`.
 # Exits with cargo's exit code.
 #
-#   deploy/local/test.sh [extra cargo test args, e.g. -p domain or -- --nocapture]
+#   deploy/local/test.sh [extra cargo test args, e.g. a test name filter, or -- --nocapture]
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh

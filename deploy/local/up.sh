@@ -40,7 +40,7 @@ if km_docker_wanted; then
 		km_warn "--stores-only with KEYMETER_USE_DOCKER=1: the compose stores are reachable only inside the compose network; using local servers"
 	else
 		km_log "docker: docker compose up -d --build"
-		km_compose up -d --build
+		km_compose up -d --build 9>&-
 		km_record_add docker compose
 		for name in "${KM_SERVICES[@]}"; do
 			case $name in
@@ -90,6 +90,7 @@ km_log "migrate: key-admin migrate"
 	km_die "key-admin migrate failed (log: $(km_rel "$KM_LOGS/migrate.log"))"
 }
 
+kept=0
 healthy() { curl -fsS --max-time 1 -o /dev/null "http://$1/healthz"; }
 
 for name in "${KM_SERVICES[@]}"; do
@@ -98,18 +99,21 @@ for name in "${KM_SERVICES[@]}"; do
 	log="$KM_LOGS/$name.log"
 	pidfile="$KM_PIDS/$name.pid"
 	if pid=$(km_service_pid "$name"); then
-		km_log "$name: already running (pid $pid); run down.sh first to restart it with a new build"
+		how="already running"
+		kept=1
 	else
+		how=started
 		km_parse_hostport "$addr"
 		if km_port_open "$KM_H" "$KM_P"; then
 			km_die "$name: $listen is already taken by a process this stack did not start"
 		fi
 		rm -f "$pidfile"
+		printf '=== %s: up.sh starts %s serve\n' "$(date -u +%FT%TZ)" "$name" >>"$log"
 		# New session (a later Ctrl-C in this terminal does not reach it); the pid is
 		# written by the shell that then execs the binary, so it is the service's own.
 		# shellcheck disable=SC2016 # expanded by the inner bash
 		setsid bash -c 'echo $$ >"$1"; exec nohup "$2" serve' _ "$pidfile" "$bindir/$name" \
-			>>"$log" 2>&1 </dev/null &
+			>>"$log" 2>&1 </dev/null 9>&- &
 		km_wait 5 test -s "$pidfile" || km_die "$name: no pid file"
 		pid=$(km_pidfile_pid "$pidfile")
 	fi
@@ -122,9 +126,10 @@ for name in "${KM_SERVICES[@]}"; do
 		fi
 		sleep 0.5
 	done
-	km_log "$name: listening on http://$addr (pid $pid, log $(km_rel "$log"))"
+	km_log "$name: $how on http://$addr (pid $pid, log $(km_rel "$log"))"
 done
 
+((kept == 0)) || km_log "note: services already running were left as they are; down.sh then up.sh restarts them with a new build"
 km_log "logs: $(km_rel "$KM_LOGS")/"
 km_log "secrets: $(km_rel "$KM_SECRETS_FILE")"
 for name in "${KM_SERVICES[@]}"; do

@@ -2,12 +2,17 @@
 
 CREATE TABLE plans (
     id          uuid PRIMARY KEY,
-    name        text NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 100),
+    name        text NOT NULL CHECK (length(name) BETWEEN 1 AND 100),
     -- [{"name","algorithm","limit","window_ms","burst"?}], validated by crates/domain.
     limits      jsonb NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(limits) = 'array'),
     created_at  timestamptz NOT NULL DEFAULT now(),
-    updated_at  timestamptz NOT NULL DEFAULT now()
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    -- A plan that only deleted keys still reference is hidden rather than removed, so
+    -- their usage history keeps its plan.
+    deleted_at  timestamptz
 );
+
+CREATE UNIQUE INDEX plans_name_idx ON plans (name) WHERE deleted_at IS NULL;
 
 CREATE TABLE api_keys (
     id                  uuid PRIMARY KEY,

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::limits::{MAX_LIMIT, MAX_WINDOW_MS};
 use crate::validation::ValidationErrors;
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Credits {
@@ -14,6 +15,7 @@ pub struct Credits {
     pub refill: Option<Refill>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Refill {

@@ -15,6 +15,7 @@ pub const MAX_SLIDING_LOG_LIMIT: u64 = 100_000;
 pub const MAX_LIMITS_PER_PLAN: usize = 16;
 pub const MAX_NAME_LEN: usize = 32;
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Algorithm {
@@ -27,6 +28,7 @@ pub enum Algorithm {
     FixedWindow,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limit {

@@ -47,6 +47,10 @@ pub struct RedisArgs {
     #[arg(long = "redis-timeout-ms", env = "KEYMETER_REDIS_TIMEOUT_MS", default_value_t = 500,
           value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub redis_timeout_ms: u64,
+    /// Prefix of every Redis key keymeter writes (key-admin and limiter must agree).
+    #[arg(long = "redis-prefix", env = "KEYMETER_REDIS_PREFIX", default_value = "km",
+          value_parser = name_prefix)]
+    pub redis_prefix: String,
 }
 
 impl RedisArgs {
@@ -56,6 +60,10 @@ impl RedisArgs {
             response_timeout: Duration::from_millis(self.redis_timeout_ms),
         }
     }
+
+    pub fn layout(&self) -> storage::redis_cluster::KeyLayout {
+        storage::redis_cluster::KeyLayout::new(self.redis_prefix.clone())
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -64,6 +72,11 @@ pub struct AmqpArgs {
     #[arg(long = "amqp-url", env = "KEYMETER_AMQP_URL", default_value = DEFAULT_AMQP_URL,
           value_parser = amqp_url, hide_env_values = true)]
     pub amqp_url: String,
+    /// Prefix of every exchange and queue name (empty in production; lets two stacks or
+    /// tests share one broker).
+    #[arg(long = "amqp-prefix", env = "KEYMETER_AMQP_PREFIX", default_value = "",
+          value_parser = amqp_prefix)]
+    pub amqp_prefix: String,
 }
 
 impl AmqpArgs {
@@ -71,6 +84,10 @@ impl AmqpArgs {
         RabbitSettings {
             url: self.amqp_url.clone(),
         }
+    }
+
+    pub fn topology(&self) -> storage::rabbitmq::Topology {
+        storage::rabbitmq::Topology::with_prefix(self.amqp_prefix.clone())
     }
 }
 
@@ -94,6 +111,27 @@ pub struct LogArgs {
         default_value = "text"
     )]
     pub log_format: crate::logging::LogFormat,
+}
+
+fn name_prefix(text: &str) -> Result<String, String> {
+    let valid = !text.is_empty()
+        && text.len() <= 32
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err("must be 1 to 32 of [A-Za-z0-9._-]".into())
+    }
+}
+
+fn amqp_prefix(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        Ok(String::new())
+    } else {
+        name_prefix(text)
+    }
 }
 
 fn pepper(text: &str) -> Result<Pepper, String> {

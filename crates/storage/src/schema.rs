@@ -7,6 +7,7 @@ diesel::table! {
         limits -> Jsonb,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        deleted_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -68,6 +69,7 @@ diesel::table! {
         payload -> Jsonb,
         attempts -> Int4,
         last_error -> Nullable<Text>,
+        projected_at -> Nullable<Timestamptz>,
         processed_at -> Nullable<Timestamptz>,
     }
 }

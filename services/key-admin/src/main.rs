@@ -1,12 +1,5 @@
-//! key-admin: the admin REST API over PostgreSQL, the source of truth, and the relay that
-//! projects it into Redis. Also the `migrate` and `token create` commands.
-
-mod bootstrap;
-mod commands;
-mod serve;
-mod settings;
-
-use settings::{Cli, Command, TokenCommand};
+use key_admin::settings::{Cli, Command, TokenCommand};
+use key_admin::{commands, serve};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

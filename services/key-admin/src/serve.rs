@@ -1,11 +1,17 @@
 use std::sync::Arc;
 
+use actix_web::web;
 use service_kit::health::Readiness;
-use storage::rabbitmq::{RabbitLink, Topology};
+use storage::rabbitmq::RabbitLink;
 use storage::redis_cluster::RedisCluster;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::bootstrap;
+use crate::relay::Relay;
+use crate::routes;
 use crate::settings::ServeArgs;
+use crate::state::AppState;
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let pool = storage::postgres::connect_pool(&args.database.settings())?;
@@ -13,17 +19,48 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let rabbit = Arc::new(RabbitLink::new(
         args.amqp.settings(),
         "key-admin",
-        Topology::default(),
+        args.amqp.topology(),
     ));
-
     if let Some(token) = args.bootstrap_admin_token.clone() {
         bootstrap::spawn_bootstrap(pool.clone(), args.pepper.pepper.clone(), token);
     }
+
+    let wakeup = Arc::new(Notify::new());
+    let relay = Arc::new(Relay::new(
+        pool.clone(),
+        redis.clone(),
+        args.redis.layout(),
+        Arc::clone(&rabbit),
+        Arc::clone(&wakeup),
+    ));
+    let state = AppState {
+        pool: pool.clone(),
+        redis: redis.clone(),
+        layout: args.redis.layout(),
+        pepper: args.pepper.pepper.clone(),
+        relay_wakeup: wakeup,
+        relay: Arc::clone(&relay),
+    };
+    let shutdown = CancellationToken::new();
+    let relay_task = tokio::spawn(Arc::clone(&relay).run(shutdown.clone()));
 
     let readiness = Readiness::new()
         .with_postgres(pool)
         .with_redis(redis)
         .with_rabbitmq(rabbit);
-    service_kit::server::serve("key-admin", args.listen, readiness, |_| {}).await?;
+    let document = web::Data::new(serde_json::to_string(&routes::openapi::document())?);
+    let state = web::Data::new(state);
+    let served = service_kit::server::serve("key-admin", args.listen, readiness, move |config| {
+        config
+            .app_data(state.clone())
+            .app_data(document.clone())
+            .route("/openapi.json", web::get().to(routes::openapi::serve_document));
+        routes::configure(&mut utoipa_actix_web::service_config::ServiceConfig::new(config));
+    })
+    .await;
+    // The HTTP server has drained; let the relay finish the step in hand.
+    shutdown.cancel();
+    let _ = relay_task.await;
+    served?;
     Ok(())
 }

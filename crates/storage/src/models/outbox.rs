@@ -15,6 +15,7 @@ pub struct OutboxRow {
     pub payload: serde_json::Value,
     pub attempts: i32,
     pub last_error: Option<String>,
+    pub projected_at: Option<DateTime<Utc>>,
     pub processed_at: Option<DateTime<Utc>>,
 }
 

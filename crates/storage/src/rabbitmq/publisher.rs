@@ -22,8 +22,8 @@ impl ConfirmedPublisher {
         Ok(Self { channel })
     }
 
-    /// Sends `body` and waits for the broker's confirm. `mandatory` makes a message that
-    /// reaches no queue an error instead of silently dropped.
+    /// Sends `body` and waits for the broker's confirm. The message is `mandatory`: one that
+    /// reaches no queue is an error instead of silently dropped.
     pub async fn publish(
         &self,
         exchange: &str,
@@ -31,6 +31,26 @@ impl ConfirmedPublisher {
         body: &[u8],
         message_id: Option<&str>,
         headers: FieldTable,
+    ) -> Result<(), AmqpError> {
+        self.send(exchange, routing_key, body, message_id, headers, true)
+            .await
+    }
+
+    /// Sends to a fanout whose subscribers come and go (key events): confirmed by the
+    /// broker, but reaching no queue is fine, since then no cache holds the key.
+    pub async fn broadcast(&self, exchange: &str, body: &[u8]) -> Result<(), AmqpError> {
+        self.send(exchange, "", body, None, FieldTable::default(), false)
+            .await
+    }
+
+    async fn send(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        message_id: Option<&str>,
+        headers: FieldTable,
+        mandatory: bool,
     ) -> Result<(), AmqpError> {
         let mut properties = BasicProperties::default()
             .with_delivery_mode(PERSISTENT)
@@ -45,7 +65,7 @@ impl ConfirmedPublisher {
                 exchange.into(),
                 routing_key.into(),
                 BasicPublishOptions {
-                    mandatory: true,
+                    mandatory,
                     ..BasicPublishOptions::default()
                 },
                 body,

@@ -2,7 +2,9 @@
 //! keys share one hash tag so a script runs on one node in one round trip.
 
 mod connection;
+pub mod projection;
 mod scripts;
 
 pub use connection::{RedisCluster, RedisClusterError, RedisSettings};
+pub use projection::KeyLayout;
 pub use scripts::{LuaScript, hash_tag, tagged_key};

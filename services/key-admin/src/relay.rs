@@ -1,0 +1,359 @@
+//! The outbox relay: applies committed changes to the Redis projection, then publishes their
+//! key events, each in the order they were written. It also rebuilds the whole projection
+//! when Redis has lost it (no epoch marker) or when asked to (`POST /v1/ops/resync`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+use domain::events::V1;
+use domain::{CreditsConfig, KeyChange, KeyEvent, KeyRecord};
+use storage::models::{ApiKeyRow, OutboxRow};
+use storage::postgres::PgPool;
+use storage::rabbitmq::{AmqpError, ConfirmedPublisher, RabbitLink};
+use storage::redis_cluster::projection::{self, KeyLayout};
+use storage::redis_cluster::{RedisCluster, RedisClusterError};
+use storage::repositories::{api_keys, outbox, plans};
+use tokio::sync::{Mutex, Notify};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::operations::keys::{credits_of, effective_limits};
+
+const BATCH: i64 = 100;
+const PAGE: i64 = 500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Postgres(#[from] diesel::result::Error),
+    #[error(transparent)]
+    Pool(#[from] diesel_async::pooled_connection::deadpool::PoolError),
+    #[error(transparent)]
+    Redis(#[from] RedisClusterError),
+    #[error(transparent)]
+    Rabbit(#[from] AmqpError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ResyncCounts {
+    pub keys: u64,
+    pub plans: u64,
+}
+
+/// What one relay pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PassOutcome {
+    pub projected: usize,
+    pub published: usize,
+}
+
+pub struct Relay {
+    pool: PgPool,
+    redis: RedisCluster,
+    layout: KeyLayout,
+    rabbit: Arc<RabbitLink>,
+    publisher: Mutex<Option<ConfirmedPublisher>>,
+    wakeup: Arc<Notify>,
+    pub poll_interval: Duration,
+    pub epoch_check_interval: Duration,
+}
+
+impl Relay {
+    pub fn new(
+        pool: PgPool,
+        redis: RedisCluster,
+        layout: KeyLayout,
+        rabbit: Arc<RabbitLink>,
+        wakeup: Arc<Notify>,
+    ) -> Self {
+        Self {
+            pool,
+            redis,
+            layout,
+            rabbit,
+            publisher: Mutex::new(None),
+            wakeup,
+            poll_interval: Duration::from_millis(250),
+            epoch_check_interval: Duration::from_secs(2),
+        }
+    }
+
+    /// Relays until `shutdown`, finishing the step in hand first.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut last_epoch_check: Option<Instant> = None;
+        let mut backoff = self.poll_interval;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.wakeup.notified() => {}
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            if last_epoch_check.is_none_or(|at| at.elapsed() >= self.epoch_check_interval) {
+                last_epoch_check = Some(Instant::now());
+                if let Err(error) = self.rebuild_if_lost().await {
+                    tracing::warn!(%error, "could not check the projection epoch");
+                }
+            }
+            match self.drain().await {
+                Ok(_) => backoff = self.poll_interval,
+                Err(error) => {
+                    tracing::warn!(%error, "outbox relay step failed; will retry");
+                    metrics::counter!("keymeter_outbox_failures_total").increment(1);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        tracing::info!("outbox relay stopped");
+    }
+
+    /// Relays until nothing is pending (or a step fails).
+    pub async fn drain(&self) -> Result<PassOutcome, RelayError> {
+        let mut total = PassOutcome::default();
+        loop {
+            let pass = self.pass().await?;
+            total.projected += pass.projected;
+            total.published += pass.published;
+            if pass == PassOutcome::default() {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// One batch: project what is not projected, then publish what is projected. Rows done
+    /// are marked in the same transaction that holds the relay lock; a failure stops the
+    /// batch at that row, so order holds, and the row is tried again next time.
+    pub async fn pass(&self) -> Result<PassOutcome, RelayError> {
+        let mut conn = self.pool.get().await?;
+        let (outcome, failure) = conn
+            .transaction(async |conn| {
+                if !outbox::try_lock_relay(conn).await? {
+                    return Ok::<_, RelayError>((PassOutcome::default(), None));
+                }
+                let mut outcome = PassOutcome::default();
+                let mut failure = None;
+
+                let rows = outbox::unprojected(conn, BATCH).await?;
+                let mut done = Vec::new();
+                for row in &rows {
+                    match self.project(conn, row).await {
+                        Ok(()) => done.push(row.id),
+                        Err(error) => {
+                            failure = Some((row.id, error));
+                            break;
+                        }
+                    }
+                }
+                outbox::mark_projected(conn, &done).await?;
+                outcome.projected = done.len();
+
+                if failure.is_none() {
+                    let rows = outbox::unpublished(conn, BATCH).await?;
+                    let mut done = Vec::new();
+                    for row in &rows {
+                        match self.publish(conn, row).await {
+                            Ok(()) => done.push(row.id),
+                            Err(error) => {
+                                failure = Some((row.id, error));
+                                break;
+                            }
+                        }
+                    }
+                    outbox::mark_processed(conn, &done).await?;
+                    outcome.published = done.len();
+                }
+                if let Some((id, error)) = &failure {
+                    outbox::record_failure(conn, *id, &error.to_string()).await?;
+                }
+                Ok((outcome, failure))
+            })
+            .await?;
+        metrics::counter!("keymeter_outbox_projected_total").increment(outcome.projected as u64);
+        metrics::counter!("keymeter_outbox_published_total").increment(outcome.published as u64);
+        match failure {
+            Some((_, error)) => Err(error),
+            None => Ok(outcome),
+        }
+    }
+
+    async fn project(&self, conn: &mut AsyncPgConnection, row: &OutboxRow) -> Result<(), RelayError> {
+        match row.aggregate.as_str() {
+            "key" => {
+                for hash in string_list(&row.payload, "remove_hashes") {
+                    projection::remove_records(&self.redis, &self.layout, &[hash.as_str()]).await?;
+                }
+                let reset = row.payload.get("reset_credits").and_then(|v| v.as_bool()) == Some(true);
+                if let Some(key) = api_keys::get_any(conn, row.aggregate_id).await? {
+                    self.project_key(conn, &key, reset).await?;
+                }
+            }
+            "plan" => {
+                let mut after = None;
+                loop {
+                    let keys = api_keys::live_on_plan(conn, row.aggregate_id, after, PAGE).await?;
+                    for key in &keys {
+                        self.project_key(conn, key, false).await?;
+                    }
+                    match keys.last() {
+                        Some(last) if keys.len() as i64 == PAGE => after = Some(last.id),
+                        _ => break,
+                    }
+                }
+            }
+            other => tracing::warn!(aggregate = other, id = row.id, "unknown outbox aggregate skipped"),
+        }
+        Ok(())
+    }
+
+    /// Writes one key's record (or removes it when the key is deleted).
+    async fn project_key(
+        &self,
+        conn: &mut AsyncPgConnection,
+        key: &ApiKeyRow,
+        reset_credits: bool,
+    ) -> Result<(), RelayError> {
+        let hashes: Vec<&str> = std::iter::once(key.key_hash.as_str())
+            .chain(key.previous_key_hash.as_deref())
+            .collect();
+        if key.deleted_at.is_some() {
+            projection::remove_records(&self.redis, &self.layout, &hashes).await?;
+            projection::remove_credits(&self.redis, &self.layout, key.id).await?;
+            return Ok(());
+        }
+        let Some(plan) = plans::get_any(conn, key.plan_id).await? else {
+            tracing::error!(key_id = %key.id, "key without a plan left out of the projection");
+            return Ok(());
+        };
+        let credits = credits_of(key);
+        let record = KeyRecord {
+            v: V1,
+            key_id: key.id,
+            plan_id: key.plan_id,
+            owner_id: key.owner_id.clone(),
+            enabled: key.enabled,
+            revoked: key.revoked_at.is_some(),
+            expires_at: key.expires_at,
+            limits: effective_limits(key, &plan),
+            credits: credits.as_ref().map(|c| CreditsConfig {
+                refill: c.refill.clone(),
+            }),
+            metadata: key.metadata.clone(),
+        };
+        let previous = key
+            .previous_key_hash
+            .as_deref()
+            .zip(key.previous_key_expires_at);
+        projection::put_key(&self.redis, &self.layout, &record, &key.key_hash, previous).await?;
+        match credits {
+            Some(c) if reset_credits => {
+                projection::reset_credits(&self.redis, &self.layout, key.id, c.remaining).await?
+            }
+            Some(c) => {
+                projection::init_credits_if_absent(&self.redis, &self.layout, key.id, c.remaining)
+                    .await?
+            }
+            None => projection::remove_credits(&self.redis, &self.layout, key.id).await?,
+        }
+        Ok(())
+    }
+
+    async fn publish(&self, conn: &mut AsyncPgConnection, row: &OutboxRow) -> Result<(), RelayError> {
+        let change = match row.change.as_str() {
+            "revoked" => KeyChange::Revoked,
+            "deleted" => KeyChange::Deleted,
+            "rotated" => KeyChange::Rotated,
+            "plan_updated" => KeyChange::PlanUpdated,
+            _ => KeyChange::Updated,
+        };
+        let key_ids: Vec<Uuid> = if row.aggregate == "plan" {
+            let mut ids = Vec::new();
+            let mut after = None;
+            loop {
+                let keys = api_keys::live_on_plan(conn, row.aggregate_id, after, PAGE).await?;
+                ids.extend(keys.iter().map(|k| k.id));
+                match keys.last() {
+                    Some(last) if keys.len() as i64 == PAGE => after = Some(last.id),
+                    _ => break,
+                }
+            }
+            ids
+        } else {
+            vec![row.aggregate_id]
+        };
+        for key_id in key_ids {
+            let event = KeyEvent::new(key_id, change);
+            let body = serde_json::to_vec(&event).unwrap_or_default();
+            self.broadcast(&body).await?;
+        }
+        Ok(())
+    }
+
+    async fn broadcast(&self, body: &[u8]) -> Result<(), RelayError> {
+        let mut slot = self.publisher.lock().await;
+        let publisher = match slot.as_ref() {
+            Some(p) if p.channel().status().connected() => p.clone(),
+            _ => {
+                let connection = self.rabbit.connection().await?;
+                let p = ConfirmedPublisher::open(&connection).await?;
+                *slot = Some(p.clone());
+                p
+            }
+        };
+        let exchange = self.rabbit.topology().keys_exchange();
+        if let Err(error) = publisher.broadcast(&exchange, body).await {
+            *slot = None;
+            return Err(error.into());
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the projection when the epoch marker is gone (Redis lost its data).
+    pub async fn rebuild_if_lost(&self) -> Result<Option<ResyncCounts>, RelayError> {
+        if projection::epoch(&self.redis, &self.layout).await?.is_some() {
+            return Ok(None);
+        }
+        tracing::warn!("the Redis projection has no epoch marker: rebuilding it from Postgres");
+        metrics::counter!("keymeter_projection_rebuilds_total", "reason" => "lost").increment(1);
+        self.resync().await.map(Some)
+    }
+
+    /// Writes every key and plan from Postgres into Redis, then a new epoch marker. Credit
+    /// balances that Redis still holds are kept; missing ones start from the configuration.
+    pub async fn resync(&self) -> Result<ResyncCounts, RelayError> {
+        let mut conn = self.pool.get().await?;
+        let plans_count = plans::all(&mut conn).await?.len() as u64;
+        let mut keys_count = 0;
+        let mut after = None;
+        loop {
+            let keys = api_keys::all_page(&mut conn, after, PAGE).await?;
+            for key in &keys {
+                self.project_key(&mut conn, key, false).await?;
+                if key.deleted_at.is_none() {
+                    keys_count += 1;
+                }
+            }
+            match keys.last() {
+                Some(last) if keys.len() as i64 == PAGE => after = Some(last.id),
+                _ => break,
+            }
+        }
+        projection::set_epoch(&self.redis, &self.layout, &Uuid::now_v7().to_string()).await?;
+        Ok(ResyncCounts {
+            keys: keys_count,
+            plans: plans_count,
+        })
+    }
+}
+
+fn string_list(payload: &serde_json::Value, field: &str) -> Vec<String> {
+    payload
+        .get(field)
+        .and_then(|v| v.as_array())
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
