@@ -10,6 +10,12 @@
 #             "redis 17000", "rabbitmq keymeter5673@localhost 5673", "docker compose");
 #             down.sh stops those and nothing else.
 
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+	echo "lib.sh is sourced by up.sh, down.sh and test.sh; run one of those" >&2
+	exit 1
+fi
+set -euo pipefail
+
 KM_LIB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 KM_ROOT="$(cd "$KM_LIB_DIR/../.." && pwd -P)"
 KM_SERVICES=(key-admin limiter usage-ingest)

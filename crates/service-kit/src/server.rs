@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 
@@ -11,13 +12,14 @@ use crate::health::Readiness;
 /// How long in-flight requests get to finish after SIGTERM.
 pub const SHUTDOWN_GRACE_SECS: u64 = 20;
 
-/// Serves until a stop signal, then lets in-flight requests finish.
-pub async fn serve<F>(
+/// Binds the server (port 0 picks a free port) without running it; returns it with the
+/// address it listens on.
+pub fn bind<F>(
     service: &'static str,
     listen: SocketAddr,
     readiness: Readiness,
     routes: F,
-) -> std::io::Result<()>
+) -> std::io::Result<(Server, SocketAddr)>
 where
     F: Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
 {
@@ -31,10 +33,23 @@ where
             .configure(crate::health::routes)
             .configure(routes.clone())
     })
-    .bind(listen)?
-    .shutdown_timeout(SHUTDOWN_GRACE_SECS)
-    .run();
-    tracing::info!(%listen, "{service} listening");
+    .bind(listen)?;
+    let bound = server.addrs().first().copied().unwrap_or(listen);
+    Ok((server.shutdown_timeout(SHUTDOWN_GRACE_SECS).run(), bound))
+}
+
+/// Serves until a stop signal, then lets in-flight requests finish.
+pub async fn serve<F>(
+    service: &'static str,
+    listen: SocketAddr,
+    readiness: Readiness,
+    routes: F,
+) -> std::io::Result<()>
+where
+    F: Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
+{
+    let (server, bound) = bind(service, listen, readiness, routes)?;
+    tracing::info!(listen = %bound, "{service} listening");
     server.await?;
     tracing::info!("{service} stopped");
     Ok(())

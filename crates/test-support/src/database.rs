@@ -63,11 +63,26 @@ impl Drop for TestDb {
                 .build()
                 .expect("runtime for clean-up");
             runtime.block_on(async move {
-                if let Ok(mut conn) = AsyncPgConnection::establish(&base_url).await {
-                    let _ = diesel::sql_query(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                        .execute(&mut conn)
-                        .await;
-                }
+                let Ok(mut conn) = AsyncPgConnection::establish(&base_url).await else {
+                    return;
+                };
+                // A test that panicked leaves its runtime's tasks unpolled, maybe inside an
+                // open transaction on this schema: end those sessions so the drop cannot
+                // wait on them forever.
+                let _ = diesel::sql_query(format!(
+                    "SELECT pg_terminate_backend(l.pid) FROM pg_locks l \
+                     JOIN pg_class c ON c.oid = l.relation \
+                     JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE n.nspname = '{schema}' AND l.pid <> pg_backend_pid()"
+                ))
+                .execute(&mut conn)
+                .await;
+                let _ = diesel::sql_query("SET lock_timeout = '10s'")
+                    .execute(&mut conn)
+                    .await;
+                let _ = diesel::sql_query(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                    .execute(&mut conn)
+                    .await;
             });
         });
         let _ = cleanup.join();

@@ -12,7 +12,7 @@ mod redis;
 pub use database::TestDb;
 pub use process::{ServiceProcess, free_port, run_to_exit, service_command};
 pub use rabbit::TestRabbit;
-pub use redis::TestRedis;
+pub use redis::{TestRedis, cluster_masters, delete_prefix, dump_prefix};
 
 /// Reads a setting the way the local stack exports it, with the stack's default.
 pub fn setting(name: &str, default: &str) -> String {

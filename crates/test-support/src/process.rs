@@ -31,9 +31,14 @@ pub fn service_command(binary: &str) -> Command {
 impl ServiceProcess {
     /// Starts `command` (which must listen on `addr`) and waits until `/healthz` answers.
     pub async fn start(mut command: Command, addr: SocketAddr) -> Self {
+        command.stderr(Stdio::inherit());
+        Self::start_with_own_stderr(command, addr).await
+    }
+
+    /// As `start`, for a command whose stderr the test has pointed somewhere already.
+    pub async fn start_with_own_stderr(mut command: Command, addr: SocketAddr) -> Self {
         let child = command
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
             .spawn()
             .expect("start the service binary");
         let mut process = Self { child, addr };

@@ -4,6 +4,7 @@ use storage::rabbitmq::{Connection, RabbitSettings, Topology, connect};
 pub struct TestRabbit {
     pub connection: Connection,
     pub topology: Topology,
+    prefix: String,
 }
 
 impl TestRabbit {
@@ -14,13 +15,20 @@ impl TestRabbit {
         let connection = connect(&settings, "keymeter-test")
             .await
             .expect("connect to RabbitMQ (is the local stack up?)");
-        let topology = Topology::with_prefix(format!("test-{}.", crate::unique_name()));
+        let prefix = format!("test-{}.", crate::unique_name());
+        let topology = Topology::with_prefix(prefix.clone());
         let channel = connection.create_channel().await.expect("channel");
         topology.declare(&channel).await.expect("declare topology");
         Self {
             connection,
             topology,
+            prefix,
         }
+    }
+
+    /// The name prefix, as `KEYMETER_AMQP_PREFIX` takes it.
+    pub fn topology_prefix(&self) -> &str {
+        &self.prefix
     }
 
     pub async fn cleanup(&self) {
@@ -29,5 +37,49 @@ impl TestRabbit {
             .delete(&channel)
             .await
             .expect("delete topology");
+    }
+}
+
+impl TestRabbit {
+    /// A private queue bound to this test's `keymeter.keys` fanout, consumed without acks,
+    /// as a limiter instance would.
+    pub async fn subscribe_key_events(&self) -> storage::rabbitmq::Consumer {
+        use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+        use lapin::types::FieldTable;
+        let channel = self.connection.create_channel().await.expect("channel");
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare event queue");
+        channel
+            .queue_bind(
+                queue.name().clone(),
+                self.topology.keys_exchange().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind event queue");
+        channel
+            .basic_consume(
+                queue.name().clone(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume events")
     }
 }

@@ -52,3 +52,86 @@ impl Default for TestRedis {
         Self::new()
     }
 }
+
+/// Every master of the cluster as `host:port`, from `CLUSTER NODES`.
+pub async fn cluster_masters(cluster: &RedisCluster) -> Vec<String> {
+    let mut conn = cluster.connection().await.expect("cluster connection");
+    let nodes: String = deadpool_redis::redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(&mut conn)
+        .await
+        .expect("CLUSTER NODES");
+    nodes
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let flags = fields.get(2)?;
+            if flags.contains("master") && !flags.contains("fail") {
+                let addr = fields.get(1)?.split('@').next()?;
+                Some(addr.to_owned())
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// The names and values (as text, whatever their type) of every key under `prefix`, read
+/// node by node: tests use it to look for anything that must not be in Redis.
+pub async fn dump_prefix(cluster: &RedisCluster, prefix: &str) -> Vec<(String, String)> {
+    use deadpool_redis::redis::{AsyncCommands, AsyncIter, Value};
+    let mut dump = Vec::new();
+    for addr in cluster_masters(cluster).await {
+        let client =
+            deadpool_redis::redis::Client::open(format!("redis://{addr}")).expect("node url");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("node connection");
+        let keys: Vec<String> = {
+            let mut iter: AsyncIter<String> =
+                conn.scan_match(format!("{prefix}*")).await.expect("scan");
+            let mut keys = Vec::new();
+            while let Some(item) = iter.next_item().await {
+                keys.push(item.expect("scan item"));
+            }
+            keys
+        };
+        for key in keys {
+            let kind: String = deadpool_redis::redis::cmd("TYPE")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .expect("type");
+            let command = match kind.as_str() {
+                "string" => "GET",
+                "hash" => "HGETALL",
+                "zset" => "ZRANGE",
+                _ => continue,
+            };
+            let mut cmd = deadpool_redis::redis::cmd(command);
+            cmd.arg(&key);
+            if command == "ZRANGE" {
+                cmd.arg(0).arg(-1).arg("WITHSCORES");
+            }
+            let value: Value = cmd.query_async(&mut conn).await.expect("read value");
+            dump.push((key, format!("{value:?}")));
+        }
+    }
+    dump
+}
+
+/// Deletes every key under `prefix` on every master; returns how many.
+pub async fn delete_prefix(cluster: &RedisCluster, prefix: &str) -> usize {
+    let mut deleted = 0;
+    for (key, _) in dump_prefix(cluster, prefix).await {
+        let mut conn = cluster.connection().await.expect("cluster connection");
+        let n: usize = deadpool_redis::redis::cmd("DEL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .expect("del");
+        deleted += n;
+    }
+    deleted
+}

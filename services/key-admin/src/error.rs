@@ -150,25 +150,35 @@ impl From<storage::redis_cluster::RedisClusterError> for ApiError {
 }
 
 /// 400 for a body, query or path that does not parse, with serde's words as the detail.
-pub fn json_error(error: actix_web::error::JsonPayloadError, _: &actix_web::HttpRequest) -> actix_web::Error {
+pub fn json_error(
+    error: actix_web::error::JsonPayloadError,
+    _: &actix_web::HttpRequest,
+) -> actix_web::Error {
     use actix_web::error::JsonPayloadError as J;
     match error {
         J::Overflow { limit } | J::OverflowKnownLength { limit, .. } => {
             ApiError::BadRequest(format!("the body is larger than {limit} bytes")).into()
         }
         J::ContentType => {
-            ApiError::BadRequest("the body must be JSON (Content-Type: application/json)".into()).into()
+            ApiError::BadRequest("the body must be JSON (Content-Type: application/json)".into())
+                .into()
         }
         J::Deserialize(e) => ApiError::BadRequest(format!("invalid JSON body: {e}")).into(),
         other => ApiError::BadRequest(format!("invalid JSON body: {other}")).into(),
     }
 }
 
-pub fn query_error(error: actix_web::error::QueryPayloadError, _: &actix_web::HttpRequest) -> actix_web::Error {
+pub fn query_error(
+    error: actix_web::error::QueryPayloadError,
+    _: &actix_web::HttpRequest,
+) -> actix_web::Error {
     ApiError::BadRequest(format!("invalid query string: {error}")).into()
 }
 
-pub fn path_error(error: actix_web::error::PathError, _: &actix_web::HttpRequest) -> actix_web::Error {
+pub fn path_error(
+    error: actix_web::error::PathError,
+    _: &actix_web::HttpRequest,
+) -> actix_web::Error {
     let _ = error;
     ApiError::NotFound("resource").into()
 }

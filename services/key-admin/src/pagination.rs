@@ -30,7 +30,10 @@ pub struct Page<T> {
 pub fn page_size(limit: Option<u32>) -> Result<(usize, i64), ApiError> {
     let limit = limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::field("limit", format!("must be from 1 to {MAX_LIMIT}")));
+        return Err(ApiError::field(
+            "limit",
+            format!("must be from 1 to {MAX_LIMIT}"),
+        ));
     }
     Ok((limit as usize, i64::from(limit) + 1))
 }
@@ -38,7 +41,9 @@ pub fn page_size(limit: Option<u32>) -> Result<(usize, i64), ApiError> {
 /// Cursors over uuid-ordered lists are the last id seen.
 pub fn uuid_cursor(cursor: Option<&str>) -> Result<Option<Uuid>, ApiError> {
     cursor
-        .map(|c| Uuid::try_parse(c).map_err(|_| ApiError::field("cursor", "not a cursor of this list")))
+        .map(|c| {
+            Uuid::try_parse(c).map_err(|_| ApiError::field("cursor", "not a cursor of this list"))
+        })
         .transpose()
 }
 

@@ -176,13 +176,18 @@ impl Relay {
         }
     }
 
-    async fn project(&self, conn: &mut AsyncPgConnection, row: &OutboxRow) -> Result<(), RelayError> {
+    async fn project(
+        &self,
+        conn: &mut AsyncPgConnection,
+        row: &OutboxRow,
+    ) -> Result<(), RelayError> {
         match row.aggregate.as_str() {
             "key" => {
                 for hash in string_list(&row.payload, "remove_hashes") {
                     projection::remove_records(&self.redis, &self.layout, &[hash.as_str()]).await?;
                 }
-                let reset = row.payload.get("reset_credits").and_then(|v| v.as_bool()) == Some(true);
+                let reset =
+                    row.payload.get("reset_credits").and_then(|v| v.as_bool()) == Some(true);
                 if let Some(key) = api_keys::get_any(conn, row.aggregate_id).await? {
                     self.project_key(conn, &key, reset).await?;
                 }
@@ -200,7 +205,11 @@ impl Relay {
                     }
                 }
             }
-            other => tracing::warn!(aggregate = other, id = row.id, "unknown outbox aggregate skipped"),
+            other => tracing::warn!(
+                aggregate = other,
+                id = row.id,
+                "unknown outbox aggregate skipped"
+            ),
         }
         Ok(())
     }
@@ -257,7 +266,11 @@ impl Relay {
         Ok(())
     }
 
-    async fn publish(&self, conn: &mut AsyncPgConnection, row: &OutboxRow) -> Result<(), RelayError> {
+    async fn publish(
+        &self,
+        conn: &mut AsyncPgConnection,
+        row: &OutboxRow,
+    ) -> Result<(), RelayError> {
         let change = match row.change.as_str() {
             "revoked" => KeyChange::Revoked,
             "deleted" => KeyChange::Deleted,
@@ -309,7 +322,10 @@ impl Relay {
 
     /// Rebuilds the projection when the epoch marker is gone (Redis lost its data).
     pub async fn rebuild_if_lost(&self) -> Result<Option<ResyncCounts>, RelayError> {
-        if projection::epoch(&self.redis, &self.layout).await?.is_some() {
+        if projection::epoch(&self.redis, &self.layout)
+            .await?
+            .is_some()
+        {
             return Ok(None);
         }
         tracing::warn!("the Redis projection has no epoch marker: rebuilding it from Postgres");

@@ -13,6 +13,26 @@ use crate::routes;
 use crate::settings::ServeArgs;
 use crate::state::AppState;
 
+/// The whole admin app (everything but health and metrics) for one shared state.
+pub fn app(
+    state: AppState,
+) -> anyhow::Result<impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static> {
+    let document = web::Data::new(serde_json::to_string(&routes::openapi::document())?);
+    let state = web::Data::new(state);
+    Ok(move |config: &mut web::ServiceConfig| {
+        config
+            .app_data(state.clone())
+            .app_data(document.clone())
+            .route(
+                "/openapi.json",
+                web::get().to(routes::openapi::serve_document),
+            );
+        routes::configure(&mut utoipa_actix_web::service_config::ServiceConfig::new(
+            config,
+        ));
+    })
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let pool = storage::postgres::connect_pool(&args.database.settings())?;
     let redis = RedisCluster::new(args.redis.settings())?;
@@ -48,16 +68,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_postgres(pool)
         .with_redis(redis)
         .with_rabbitmq(rabbit);
-    let document = web::Data::new(serde_json::to_string(&routes::openapi::document())?);
-    let state = web::Data::new(state);
-    let served = service_kit::server::serve("key-admin", args.listen, readiness, move |config| {
-        config
-            .app_data(state.clone())
-            .app_data(document.clone())
-            .route("/openapi.json", web::get().to(routes::openapi::serve_document));
-        routes::configure(&mut utoipa_actix_web::service_config::ServiceConfig::new(config));
-    })
-    .await;
+    let served = service_kit::server::serve("key-admin", args.listen, readiness, app(state)?).await;
     // The HTTP server has drained; let the relay finish the step in hand.
     shutdown.cancel();
     let _ = relay_task.await;

@@ -9,17 +9,29 @@ use super::AmqpError;
 #[derive(Clone)]
 pub struct ConfirmedPublisher {
     channel: Channel,
+    /// Longest wait for the broker's confirm: a publisher never hangs on a broker that
+    /// stopped answering.
+    confirm_timeout: std::time::Duration,
 }
 
 const PERSISTENT: u8 = 2;
 
 impl ConfirmedPublisher {
     pub async fn open(connection: &Connection) -> Result<Self, AmqpError> {
-        let channel = connection.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        Ok(Self { channel })
+        let timeout = std::time::Duration::from_secs(5);
+        let channel = tokio::time::timeout(timeout, async {
+            let channel = connection.create_channel().await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            Ok::<_, AmqpError>(channel)
+        })
+        .await
+        .map_err(|_| AmqpError::Timeout(timeout))??;
+        Ok(Self {
+            channel,
+            confirm_timeout: std::time::Duration::from_secs(5),
+        })
     }
 
     /// Sends `body` and waits for the broker's confirm. The message is `mandatory`: one that
@@ -59,20 +71,24 @@ impl ConfirmedPublisher {
         if let Some(id) = message_id {
             properties = properties.with_message_id(id.into());
         }
-        let confirm = self
-            .channel
-            .basic_publish(
-                exchange.into(),
-                routing_key.into(),
-                BasicPublishOptions {
-                    mandatory,
-                    ..BasicPublishOptions::default()
-                },
-                body,
-                properties,
-            )
-            .await?
-            .await?;
+        let sent = async {
+            self.channel
+                .basic_publish(
+                    exchange.into(),
+                    routing_key.into(),
+                    BasicPublishOptions {
+                        mandatory,
+                        ..BasicPublishOptions::default()
+                    },
+                    body,
+                    properties,
+                )
+                .await?
+                .await
+        };
+        let confirm = tokio::time::timeout(self.confirm_timeout, sent)
+            .await
+            .map_err(|_| AmqpError::Timeout(self.confirm_timeout))??;
         match confirm {
             Confirmation::Ack(None) => Ok(()),
             Confirmation::Ack(Some(_)) => Err(AmqpError::Unroutable(exchange.to_owned())),

@@ -3,7 +3,7 @@
 //!
 //! - `<p>:key:<hash>`: the key's record (JSON `KeyRecord`), one per valid secret; during a
 //!   rotation's grace the old secret's entry expires by itself at the grace end.
-//! - `{<p>:<key_id>}:limit:<name>` and `{<p>:<key_id>}:credits`: the key's counters; they
+//! - `<p>:{<key_id>}:limit:<name>` and `<p>:{<key_id>}:credits`: the key's counters; they
 //!   share one hash tag (one slot) so one script checks them all, and they belong to the
 //!   key id, not the secret, so a rotation keeps them.
 //! - `<p>:epoch`: written after a full rebuild; its absence means Redis lost the projection.
@@ -42,17 +42,18 @@ impl KeyLayout {
         format!("{}:key:{key_hash}", self.prefix)
     }
 
-    /// The hash tag every counter of one key carries.
-    pub fn tag(&self, key_id: Uuid) -> String {
-        format!("{}:{key_id}", self.prefix)
+    /// Every counter of one key: `<p>:{<key_id>}`. The braces make the key id the hash
+    /// tag, so all of them live in one slot.
+    pub fn counters(&self, key_id: Uuid) -> String {
+        format!("{}:{{{key_id}}}", self.prefix)
     }
 
     pub fn limit_counter(&self, key_id: Uuid, limit_name: &str) -> String {
-        format!("{{{}}}:limit:{limit_name}", self.tag(key_id))
+        format!("{}:limit:{limit_name}", self.counters(key_id))
     }
 
     pub fn credits(&self, key_id: Uuid) -> String {
-        format!("{{{}}}:credits", self.tag(key_id))
+        format!("{}:credits", self.counters(key_id))
     }
 
     pub fn epoch(&self) -> String {
@@ -159,7 +160,9 @@ pub async fn remove_credits(
     key_id: Uuid,
 ) -> Result<(), RedisClusterError> {
     let mut conn = cluster.connection().await?;
-    cluster.bounded(conn.del::<_, ()>(layout.credits(key_id))).await
+    cluster
+        .bounded(conn.del::<_, ()>(layout.credits(key_id)))
+        .await
 }
 
 pub async fn credits_remaining(
@@ -205,7 +208,11 @@ mod tests {
         let id = Uuid::now_v7();
         let tag = hash_tag(&layout.credits(id)).to_owned();
         assert_eq!(hash_tag(&layout.limit_counter(id, "per_second")), tag);
-        assert_eq!(tag, format!("km:{id}"));
+        assert_eq!(tag, id.to_string());
+        assert!(
+            layout.credits(id).starts_with("km:"),
+            "every key starts with the prefix"
+        );
         assert_eq!(layout.record("ab"), "km:key:ab");
     }
 }

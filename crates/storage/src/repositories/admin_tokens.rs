@@ -61,7 +61,11 @@ pub async fn soft_delete(
     id: Uuid,
 ) -> QueryResult<Option<AdminTokenRow>> {
     diesel::update(
-        admin_tokens::table.filter(admin_tokens::id.eq(id).and(admin_tokens::deleted_at.is_null())),
+        admin_tokens::table.filter(
+            admin_tokens::id
+                .eq(id)
+                .and(admin_tokens::deleted_at.is_null()),
+        ),
     )
     .set(admin_tokens::deleted_at.eq(Utc::now()))
     .returning(AdminTokenRow::as_returning())

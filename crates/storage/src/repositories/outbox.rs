@@ -6,9 +6,6 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use crate::models::{NewOutboxMessage, OutboxRow};
 use crate::schema::outbox;
 
-/// An arbitrary constant naming the relay's advisory lock.
-const RELAY_LOCK: i64 = 0x006b_6d72_656c_6179; // "kmrelay"
-
 pub async fn enqueue(conn: &mut AsyncPgConnection, message: &NewOutboxMessage) -> QueryResult<()> {
     diesel::insert_into(outbox::table)
         .values(message)
@@ -25,9 +22,12 @@ struct Locked {
 
 /// Takes the relay lock until the end of the current transaction; `false` when another
 /// key-admin instance relays right now. One relay at a time keeps each key's changes in order.
+/// Advisory locks are database-wide, so the lock is named after the schema: two keymeter
+/// schemas in one database (tests) do not share it.
 pub async fn try_lock_relay(conn: &mut AsyncPgConnection) -> QueryResult<bool> {
-    diesel::sql_query("SELECT pg_try_advisory_xact_lock($1) AS locked")
-        .bind::<diesel::sql_types::BigInt, _>(RELAY_LOCK)
+    diesel::sql_query(
+        "SELECT pg_try_advisory_xact_lock(hashtext(current_schema() || ':keymeter-relay')) AS locked",
+    )
         .get_result::<Locked>(conn)
         .await
         .map(|row| row.locked)
@@ -36,7 +36,11 @@ pub async fn try_lock_relay(conn: &mut AsyncPgConnection) -> QueryResult<bool> {
 /// The oldest messages not yet applied to the Redis projection, in the order written.
 pub async fn unprojected(conn: &mut AsyncPgConnection, limit: i64) -> QueryResult<Vec<OutboxRow>> {
     outbox::table
-        .filter(outbox::processed_at.is_null().and(outbox::projected_at.is_null()))
+        .filter(
+            outbox::processed_at
+                .is_null()
+                .and(outbox::projected_at.is_null()),
+        )
         .select(OutboxRow::as_select())
         .order(outbox::id.asc())
         .limit(limit)
@@ -47,7 +51,11 @@ pub async fn unprojected(conn: &mut AsyncPgConnection, limit: i64) -> QueryResul
 /// The oldest messages projected but whose event is not published yet, in the order written.
 pub async fn unpublished(conn: &mut AsyncPgConnection, limit: i64) -> QueryResult<Vec<OutboxRow>> {
     outbox::table
-        .filter(outbox::processed_at.is_null().and(outbox::projected_at.is_not_null()))
+        .filter(
+            outbox::processed_at
+                .is_null()
+                .and(outbox::projected_at.is_not_null()),
+        )
         .select(OutboxRow::as_select())
         .order(outbox::id.asc())
         .limit(limit)
@@ -71,11 +79,7 @@ pub async fn mark_processed(conn: &mut AsyncPgConnection, ids: &[i64]) -> QueryR
         .map(drop)
 }
 
-pub async fn record_failure(
-    conn: &mut AsyncPgConnection,
-    id: i64,
-    error: &str,
-) -> QueryResult<()> {
+pub async fn record_failure(conn: &mut AsyncPgConnection, id: i64, error: &str) -> QueryResult<()> {
     diesel::update(outbox::table.filter(outbox::id.eq(id)))
         .set((
             outbox::attempts.eq(outbox::attempts + 1),

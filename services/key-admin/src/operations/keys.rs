@@ -1,6 +1,8 @@
 use chrono::{DateTime, Duration, Utc};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
-use domain::{ApiKey, Credits, KeyPrefix, KeyStatus, Limit, StatusFields, ValidationErrors, validate_limits};
+use domain::{
+    ApiKey, Credits, KeyPrefix, KeyStatus, Limit, StatusFields, ValidationErrors, validate_limits,
+};
 use storage::models::{ApiKeyRow, NewApiKey, PlanRow};
 use storage::repositories::api_keys::{self, KeyChanges, KeyFilter};
 use storage::repositories::plans;
@@ -27,7 +29,11 @@ impl KeyView {
     fn new(row: ApiKeyRow, plan: &PlanRow) -> Self {
         let limits = effective_limits(&row, plan);
         let status = status_of(&row, Utc::now());
-        Self { row, limits, status }
+        Self {
+            row,
+            limits,
+            status,
+        }
     }
 
     pub fn credits(&self) -> Option<Credits> {
@@ -101,7 +107,10 @@ fn check_metadata(errors: &mut ValidationErrors, metadata: Option<&serde_json::V
         if !metadata.is_object() {
             errors.push("metadata", "must be a JSON object");
         } else if metadata.to_string().len() > MAX_METADATA_BYTES {
-            errors.push("metadata", format!("must be at most {MAX_METADATA_BYTES} bytes as JSON"));
+            errors.push(
+                "metadata",
+                format!("must be at most {MAX_METADATA_BYTES} bytes as JSON"),
+            );
         }
     }
 }
@@ -196,8 +205,14 @@ pub async fn create(
                 }),
             )
             .await?;
-            enqueue(conn, "key", row.id, "created", serde_json::json!({"reset_credits": true}))
-                .await?;
+            enqueue(
+                conn,
+                "key",
+                row.id,
+                "created",
+                serde_json::json!({"reset_credits": true}),
+            )
+            .await?;
             Ok::<_, ApiError>(KeyView::new(row, &plan))
         })
         .await?;
@@ -246,7 +261,9 @@ async fn locked(conn: &mut AsyncPgConnection, id: Uuid) -> Result<ApiKeyRow, Api
 
 fn refuse_if_revoked(row: &ApiKeyRow) -> Result<(), ApiError> {
     if row.revoked_at.is_some() {
-        return Err(ApiError::Conflict("the key is revoked; a revoked key cannot change".into()));
+        return Err(ApiError::Conflict(
+            "the key is revoked; a revoked key cannot change".into(),
+        ));
     }
     Ok(())
 }
@@ -258,8 +275,16 @@ pub async fn update(
     update: KeyUpdate,
 ) -> Result<KeyView, ApiError> {
     let mut errors = ValidationErrors::default();
-    check_text(&mut errors, "name", update.name.as_ref().and_then(|n| n.as_deref()));
-    check_text(&mut errors, "owner_id", update.owner_id.as_ref().and_then(|o| o.as_deref()));
+    check_text(
+        &mut errors,
+        "name",
+        update.name.as_ref().and_then(|n| n.as_deref()),
+    );
+    check_text(
+        &mut errors,
+        "owner_id",
+        update.owner_id.as_ref().and_then(|o| o.as_deref()),
+    );
     check_metadata(&mut errors, update.metadata.as_ref());
     check_limits_and_credits(
         &mut errors,
@@ -279,27 +304,28 @@ pub async fn update(
         ..KeyChanges::default()
     };
     let mut conn = state.conn().await?;
-    let view = conn.transaction(async |conn| {
-        let before = locked(conn, id).await?;
-        refuse_if_revoked(&before)?;
-        if let Some(plan_id) = changes.plan_id {
-            live_plan(conn, plan_id).await?;
-        }
-        let row = api_keys::update(conn, id, &changes).await?;
-        let diff = diff_fields(&before, &row);
-        let credits_changed = before.credits != row.credits;
-        record_audit(conn, actor, "key.update", "key", id.to_string(), diff).await?;
-        enqueue(
-            conn,
-            "key",
-            id,
-            "updated",
-            serde_json::json!({"reset_credits": credits_changed}),
-        )
+    let view = conn
+        .transaction(async |conn| {
+            let before = locked(conn, id).await?;
+            refuse_if_revoked(&before)?;
+            if let Some(plan_id) = changes.plan_id {
+                live_plan(conn, plan_id).await?;
+            }
+            let row = api_keys::update(conn, id, &changes).await?;
+            let diff = diff_fields(&before, &row);
+            let credits_changed = before.credits != row.credits;
+            record_audit(conn, actor, "key.update", "key", id.to_string(), diff).await?;
+            enqueue(
+                conn,
+                "key",
+                id,
+                "updated",
+                serde_json::json!({"reset_credits": credits_changed}),
+            )
+            .await?;
+            view(conn, row).await
+        })
         .await?;
-        view(conn, row).await
-    })
-    .await?;
     state.relay_wakeup.notify_one();
     Ok(view)
 }
@@ -313,45 +339,54 @@ fn diff_fields(before: &ApiKeyRow, after: &ApiKeyRow) -> serde_json::Value {
         }
     };
     compare("name", to_json(&before.name), to_json(&after.name));
-    compare("owner_id", to_json(&before.owner_id), to_json(&after.owner_id));
+    compare(
+        "owner_id",
+        to_json(&before.owner_id),
+        to_json(&after.owner_id),
+    );
     compare("plan_id", to_json(&before.plan_id), to_json(&after.plan_id));
     compare("limits", to_json(&before.limits), to_json(&after.limits));
     compare("credits", to_json(&before.credits), to_json(&after.credits));
     compare("metadata", before.metadata.clone(), after.metadata.clone());
-    compare("expires_at", to_json(&before.expires_at), to_json(&after.expires_at));
+    compare(
+        "expires_at",
+        to_json(&before.expires_at),
+        to_json(&after.expires_at),
+    );
     compare("enabled", to_json(&before.enabled), to_json(&after.enabled));
     diff.into()
 }
 
 pub async fn revoke(state: &AppState, actor: &str, id: Uuid) -> Result<KeyView, ApiError> {
     let mut conn = state.conn().await?;
-    let view = conn.transaction(async |conn| {
-        let before = locked(conn, id).await?;
-        if before.revoked_at.is_some() {
-            return view(conn, before).await;
-        }
-        let row = api_keys::update(
-            conn,
-            id,
-            &KeyChanges {
-                revoked_at: Some(Utc::now()),
-                ..KeyChanges::default()
-            },
-        )
+    let view = conn
+        .transaction(async |conn| {
+            let before = locked(conn, id).await?;
+            if before.revoked_at.is_some() {
+                return view(conn, before).await;
+            }
+            let row = api_keys::update(
+                conn,
+                id,
+                &KeyChanges {
+                    revoked_at: Some(Utc::now()),
+                    ..KeyChanges::default()
+                },
+            )
+            .await?;
+            record_audit(
+                conn,
+                actor,
+                "key.revoke",
+                "key",
+                id.to_string(),
+                serde_json::json!({"revoked_at": row.revoked_at}),
+            )
+            .await?;
+            enqueue(conn, "key", id, "revoked", serde_json::json!({})).await?;
+            view(conn, row).await
+        })
         .await?;
-        record_audit(
-            conn,
-            actor,
-            "key.revoke",
-            "key",
-            id.to_string(),
-            serde_json::json!({"revoked_at": row.revoked_at}),
-        )
-        .await?;
-        enqueue(conn, "key", id, "revoked", serde_json::json!({})).await?;
-        view(conn, row).await
-    })
-    .await?;
     state.relay_wakeup.notify_one();
     Ok(view)
 }
@@ -422,7 +457,15 @@ pub async fn delete(state: &AppState, actor: &str, id: Uuid) -> Result<(), ApiEr
             },
         )
         .await?;
-        record_audit(conn, actor, "key.delete", "key", id.to_string(), serde_json::json!({})).await?;
+        record_audit(
+            conn,
+            actor,
+            "key.delete",
+            "key",
+            id.to_string(),
+            serde_json::json!({}),
+        )
+        .await?;
         enqueue(conn, "key", id, "deleted", serde_json::json!({})).await?;
         Ok::<_, ApiError>(())
     })

@@ -73,7 +73,9 @@ pub async fn create(
 
 pub async fn get(state: &AppState, id: Uuid) -> Result<PlanRow, ApiError> {
     let mut conn = state.conn().await?;
-    plans::get(&mut conn, id).await?.ok_or(ApiError::NotFound("plan"))
+    plans::get(&mut conn, id)
+        .await?
+        .ok_or(ApiError::NotFound("plan"))
 }
 
 pub async fn list(
@@ -114,14 +116,27 @@ pub async fn update(
             let row = plans::update(conn, id, &changes).await?;
             let mut changed = serde_json::Map::new();
             if row.name != before.name {
-                changed.insert("name".into(), serde_json::json!({"from": before.name, "to": row.name}));
+                changed.insert(
+                    "name".into(),
+                    serde_json::json!({"from": before.name, "to": row.name}),
+                );
             }
             if row.limits != before.limits {
-                changed.insert("limits".into(), serde_json::json!({"from": before.limits, "to": row.limits}));
+                changed.insert(
+                    "limits".into(),
+                    serde_json::json!({"from": before.limits, "to": row.limits}),
+                );
                 enqueue(conn, "plan", id, "plan_updated", serde_json::json!({})).await?;
             }
-            record_audit(conn, actor, "plan.update", "plan", id.to_string(), changed.into())
-                .await?;
+            record_audit(
+                conn,
+                actor,
+                "plan.update",
+                "plan",
+                id.to_string(),
+                changed.into(),
+            )
+            .await?;
             Ok::<_, diesel::result::Error>(Some(row))
         })
         .await;

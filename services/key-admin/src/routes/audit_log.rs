@@ -96,5 +96,10 @@ pub async fn list_audit_log(
     };
     let mut conn = state.conn().await?;
     let rows = audit::list(&mut conn, &filter, fetch).await?;
-    Ok(web::Json(finish(rows, limit, |r| r.id.to_string(), AuditEntry::from)))
+    Ok(web::Json(finish(
+        rows,
+        limit,
+        |r| r.id.to_string(),
+        AuditEntry::from,
+    )))
 }

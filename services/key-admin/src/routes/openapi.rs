@@ -1,9 +1,9 @@
 //! `GET /openapi.json`: the OpenAPI 3.1 document, generated from the routes themselves.
 
 use actix_web::{App, HttpResponse, web};
+use utoipa::OpenApi;
 use utoipa::openapi::OpenApi as Document;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
 
 #[derive(OpenApi)]

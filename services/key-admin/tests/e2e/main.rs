@@ -4,6 +4,7 @@
 
 mod commands;
 mod config_errors;
+mod secrets;
 mod serve;
 
 use std::net::SocketAddr;

@@ -25,8 +25,14 @@ pub async fn create_admin_token(
     body: web::Json<CreateAdminToken>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let (token, row) =
-        admin_tokens::create(&state, &auth.actor(), body.name, body.scopes, body.expires_at).await?;
+    let (token, row) = admin_tokens::create(
+        &state,
+        &auth.actor(),
+        body.name,
+        body.scopes,
+        body.expires_at,
+    )
+    .await?;
     Ok(HttpResponse::Created().json(AdminTokenWithSecret {
         token,
         details: row.into(),

@@ -27,5 +27,10 @@ pub async fn list_admin_tokens(
 ) -> Result<web::Json<Page<AdminToken>>, ApiError> {
     let (limit, fetch) = page_size(query.limit)?;
     let rows = admin_tokens::list(&state, uuid_cursor(query.cursor.as_deref())?, fetch).await?;
-    Ok(web::Json(finish(rows, limit, |r| r.id.to_string(), AdminToken::from)))
+    Ok(web::Json(finish(
+        rows,
+        limit,
+        |r| r.id.to_string(),
+        AdminToken::from,
+    )))
 }

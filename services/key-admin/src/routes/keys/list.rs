@@ -35,5 +35,10 @@ pub async fn list_keys(
         after: uuid_cursor(query.cursor.as_deref())?,
     };
     let views = keys::list(&state, &filter, fetch).await?;
-    Ok(web::Json(finish(views, limit, |v| v.row.id.to_string(), Key::from)))
+    Ok(web::Json(finish(
+        views,
+        limit,
+        |v| v.row.id.to_string(),
+        Key::from,
+    )))
 }

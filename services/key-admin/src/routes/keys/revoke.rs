@@ -25,5 +25,7 @@ pub async fn revoke_key(
     state: web::Data<AppState>,
     id: web::Path<Uuid>,
 ) -> Result<web::Json<Key>, ApiError> {
-    Ok(web::Json(keys::revoke(&state, &auth.actor(), *id).await?.into()))
+    Ok(web::Json(
+        keys::revoke(&state, &auth.actor(), *id).await?.into(),
+    ))
 }

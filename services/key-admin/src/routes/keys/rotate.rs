@@ -30,7 +30,9 @@ pub async fn rotate_key(
     id: web::Path<Uuid>,
     body: Option<web::Json<RotateKey>>,
 ) -> Result<web::Json<KeyWithSecret>, ApiError> {
-    let grace = body.and_then(|b| b.into_inner().grace_period_ms).unwrap_or(0);
+    let grace = body
+        .and_then(|b| b.into_inner().grace_period_ms)
+        .unwrap_or(0);
     let (key, view) = keys::rotate(&state, &auth.actor(), *id, grace).await?;
     Ok(web::Json(KeyWithSecret {
         key: key.expose().to_owned(),

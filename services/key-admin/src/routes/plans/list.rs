@@ -28,5 +28,10 @@ pub async fn list_plans(
     let (limit, fetch) = page_size(query.limit)?;
     let after = uuid_cursor(query.cursor.as_deref())?;
     let rows = plans::list(&state, after, fetch).await?;
-    Ok(web::Json(finish(rows, limit, |r| r.id.to_string(), Plan::from)))
+    Ok(web::Json(finish(
+        rows,
+        limit,
+        |r| r.id.to_string(),
+        Plan::from,
+    )))
 }

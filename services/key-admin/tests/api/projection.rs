@@ -1,0 +1,167 @@
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::json;
+use storage::redis_cluster::{RedisCluster, RedisSettings};
+
+use crate::TestApp;
+
+/// Reads `n` key events from the consumer, in arrival order.
+async fn next_events(
+    consumer: &mut storage::rabbitmq::Consumer,
+    n: usize,
+) -> Vec<(String, String)> {
+    let mut events = Vec::new();
+    while events.len() < n {
+        let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+            .unwrap();
+        let event: serde_json::Value = serde_json::from_slice(&delivery.data).unwrap();
+        assert_eq!(event["v"], 1);
+        events.push((
+            event["key_id"].as_str().unwrap().to_owned(),
+            event["change"].as_str().unwrap().to_owned(),
+        ));
+    }
+    events
+}
+
+#[tokio::test]
+async fn a_relay_that_died_after_the_commit_catches_up_in_order() {
+    // No relay runs: every change commits with its outbox row and goes no further, as when
+    // key-admin dies between the Postgres commit and the Redis write.
+    let app = TestApp::spawn_without_relay().await;
+    let mut events = app.rabbit.subscribe_key_events().await;
+    let plan = app.default_plan().await;
+    let a = app.create_key(json!({"plan_id": plan["id"]})).await;
+    let b = app.create_key(json!({"plan_id": plan["id"]})).await;
+    let (a_id, b_id) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
+    app.patch(&format!("/v1/keys/{a_id}"), json!({"enabled": false}))
+        .await;
+    app.post(&format!("/v1/keys/{b_id}/revoke"), json!({}))
+        .await;
+    app.delete(&format!("/v1/keys/{a_id}")).await;
+    let raw_b = b["key"].as_str().unwrap();
+    assert!(
+        app.record_of(raw_b).await.is_none(),
+        "nothing reached Redis yet"
+    );
+
+    // A relay that cannot reach Redis fails on the first row and keeps every row.
+    let unreachable =
+        RedisCluster::new(RedisSettings::new(vec!["redis://127.0.0.1:1".into()])).unwrap();
+    let broken = key_admin::relay::Relay::new(
+        app.db.pool(),
+        unreachable,
+        app.layout.clone(),
+        std::sync::Arc::new(storage::rabbitmq::RabbitLink::new(
+            storage::rabbitmq::RabbitSettings {
+                url: test_support::amqp_url(),
+            },
+            "broken",
+            app.rabbit.topology.clone(),
+        )),
+        std::sync::Arc::new(tokio::sync::Notify::new()),
+    );
+    assert!(broken.pass().await.is_err());
+
+    // Recovery: the relay applies all five changes, then publishes them, in order.
+    let outcome = app.relay.drain().await.unwrap();
+    assert_eq!((outcome.projected, outcome.published), (5, 5));
+    assert_eq!(
+        next_events(&mut events, 5).await,
+        vec![
+            (a_id.to_owned(), "updated".to_owned()),
+            (b_id.to_owned(), "updated".to_owned()),
+            (a_id.to_owned(), "updated".to_owned()),
+            (b_id.to_owned(), "revoked".to_owned()),
+            (a_id.to_owned(), "deleted".to_owned()),
+        ]
+    );
+    assert!(app.record_of(raw_b).await.unwrap().revoked);
+    assert!(
+        app.record_of(a["key"].as_str().unwrap()).await.is_none(),
+        "deleted"
+    );
+    assert_eq!(
+        app.relay.drain().await.unwrap().projected,
+        0,
+        "nothing repeats"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_lost_projection_is_rebuilt_without_anyone_acting() {
+    let app = TestApp::spawn().await;
+    let plan = app.default_plan().await;
+    let key = app
+        .create_key(json!({"plan_id": plan["id"], "credits": {"remaining": 42}}))
+        .await;
+    let raw = key["key"].as_str().unwrap().to_owned();
+    app.eventually("projected", || async {
+        app.record_of(&raw).await.is_some()
+    })
+    .await;
+    app.eventually("epoch written", || async {
+        storage::redis_cluster::projection::epoch(&app.redis, &app.layout)
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await;
+
+    // Everything under this test's prefix disappears, as in a FLUSHALL of the cluster.
+    assert!(test_support::delete_prefix(&app.redis, app.layout.prefix()).await >= 3);
+    assert!(app.record_of(&raw).await.is_none());
+    let took = app
+        .eventually("rebuilt", || async { app.record_of(&raw).await.is_some() })
+        .await;
+    let key_id: uuid::Uuid = key["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        storage::redis_cluster::projection::credits_remaining(&app.redis, &app.layout, key_id)
+            .await
+            .unwrap(),
+        Some(42)
+    );
+    eprintln!("projection rebuilt {took:?} after the flush");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn resync_rebuilds_on_demand_and_counts() {
+    let app = TestApp::spawn().await;
+    let plan = app.default_plan().await;
+    app.default_plan().await;
+    let key = app.create_key(json!({"plan_id": plan["id"]})).await;
+    let gone = app.create_key(json!({"plan_id": plan["id"]})).await;
+    app.delete(&format!("/v1/keys/{}", gone["id"].as_str().unwrap()))
+        .await;
+    let raw = key["key"].as_str().unwrap().to_owned();
+    app.eventually("projected", || async {
+        app.record_of(&raw).await.is_some()
+    })
+    .await;
+    app.eventually("deleted key removed", || async {
+        app.record_of(gone["key"].as_str().unwrap()).await.is_none()
+    })
+    .await;
+    let deleted =
+        test_support::delete_prefix(&app.redis, &format!("{}:key:", app.layout.prefix())).await;
+    assert_eq!(deleted, 1);
+
+    let (status, counts) = app.post("/v1/ops/resync", json!({})).await;
+    assert_eq!(status, 200, "{counts}");
+    assert_eq!(counts, json!({"keys": 1, "plans": 2}));
+    assert!(app.record_of(&raw).await.is_some());
+    assert!(app.record_of(gone["key"].as_str().unwrap()).await.is_none());
+
+    let writer = app.token_with(&["keys:write"]).await;
+    let (status, _) = app
+        .send(reqwest::Method::POST, "/v1/ops/resync", Some(&writer), None)
+        .await;
+    assert_eq!(status, 403);
+    app.stop().await;
+}
