@@ -14,6 +14,8 @@ pub enum RedisClusterError {
     Config(String),
     #[error("redis cluster did not answer within {0:?}")]
     Timeout(Duration),
+    #[error("the cluster says cluster_state:{0} (some slots have no master)")]
+    ClusterState(String),
     #[error("the keys of one script call must share one hash tag, got {0:?}")]
     CrossSlot(Vec<String>),
 }
@@ -103,11 +105,23 @@ impl RedisCluster {
             .map_err(RedisClusterError::from)
     }
 
-    /// PING reaches every master: ready means every slot has a master that answers.
+    /// Ready means the cluster answers and says every slot is served (`cluster_state:ok`).
+    /// While a dead master is not yet replaced, the cluster says `fail` and so does this.
     pub async fn ping(&self) -> Result<(), RedisClusterError> {
         let mut conn = self.connection().await?;
         self.bounded(redis::cmd("PING").query_async::<String>(&mut conn))
-            .await
-            .map(drop)
+            .await?;
+        let info: String = self
+            .bounded(redis::cmd("CLUSTER").arg("INFO").query_async(&mut conn))
+            .await?;
+        let state = info
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("cluster_state:"))
+            .unwrap_or("unknown");
+        if state == "ok" {
+            Ok(())
+        } else {
+            Err(RedisClusterError::ClusterState(state.to_owned()))
+        }
     }
 }

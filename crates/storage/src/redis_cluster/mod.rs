@@ -1,6 +1,7 @@
 //! The Redis Cluster: one multiplexed connection shared by every task, and Lua scripts whose
 //! keys share one hash tag so a script runs on one node in one round trip.
 
+pub mod check;
 mod connection;
 pub mod projection;
 mod scripts;

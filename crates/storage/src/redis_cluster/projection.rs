@@ -10,7 +10,7 @@
 
 use chrono::{DateTime, Utc};
 use deadpool_redis::redis::{self, AsyncCommands};
-use domain::KeyRecord;
+use domain::{Algorithm, KeyRecord, Limit};
 use uuid::Uuid;
 
 use super::{RedisCluster, RedisClusterError};
@@ -48,8 +48,16 @@ impl KeyLayout {
         format!("{}:{{{key_id}}}", self.prefix)
     }
 
-    pub fn limit_counter(&self, key_id: Uuid, limit_name: &str) -> String {
-        format!("{}:limit:{limit_name}", self.counters(key_id))
+    /// The state of one limit. The algorithm is part of the name, so a limit that changes
+    /// algorithm starts afresh instead of reading state of another shape.
+    pub fn limit_counter(&self, key_id: Uuid, limit: &Limit) -> String {
+        let algorithm = match limit.algorithm {
+            Algorithm::SlidingLog => "log",
+            Algorithm::SlidingWindow => "sw",
+            Algorithm::TokenBucket => "gcra",
+            Algorithm::FixedWindow => "fw",
+        };
+        format!("{}:limit:{}:{algorithm}", self.counters(key_id), limit.name)
     }
 
     pub fn credits(&self, key_id: Uuid) -> String {
@@ -207,7 +215,14 @@ mod tests {
         let layout = KeyLayout::default();
         let id = Uuid::now_v7();
         let tag = hash_tag(&layout.credits(id)).to_owned();
-        assert_eq!(hash_tag(&layout.limit_counter(id, "per_second")), tag);
+        let limit = Limit {
+            name: "per_second".into(),
+            algorithm: Algorithm::TokenBucket,
+            limit: 1,
+            window_ms: 1000,
+            burst: None,
+        };
+        assert_eq!(hash_tag(&layout.limit_counter(id, &limit)), tag);
         assert_eq!(tag, id.to_string());
         assert!(
             layout.credits(id).starts_with("km:"),

@@ -3,6 +3,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod check_script;
 mod migrations;
 mod rabbitmq;
 mod redis_cluster;
