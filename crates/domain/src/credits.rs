@@ -10,6 +10,7 @@ use crate::validation::ValidationErrors;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Credits {
+    #[cfg_attr(feature = "openapi", schema(maximum = 1_000_000_000_000_i64))]
     pub remaining: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refill: Option<Refill>,
@@ -19,7 +20,15 @@ pub struct Credits {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Refill {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 1, maximum = 1_000_000_000_000_i64)
+    )]
     pub amount: u64,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 1000, maximum = 2_678_400_000_i64)
+    )]
     pub interval_ms: u64,
 }
 

@@ -32,11 +32,24 @@ pub enum Algorithm {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limit {
+    /// Unique within the plan (or the key's own limits).
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9_]{1,32}$"))]
     pub name: String,
     pub algorithm: Algorithm,
+    /// Units per window (`sliding_log`: at most 100000).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 1, maximum = 1_000_000_000_000_i64)
+    )]
     pub limit: u64,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 2_678_400_000_i64))]
     pub window_ms: u64,
+    /// `token_bucket` only: units at once (default `limit`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 1, maximum = 1_000_000_000_000_i64)
+    )]
     pub burst: Option<u64>,
 }
 

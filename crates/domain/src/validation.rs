@@ -29,3 +29,28 @@ impl ValidationErrors {
         if self.is_empty() { Ok(()) } else { Err(self) }
     }
 }
+
+/// Whether a JSON value holds a NUL character anywhere (in a key or a string): PostgreSQL
+/// can store neither in `text` nor in `jsonb`, so such input is refused up front.
+pub fn contains_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(contains_nul),
+        serde_json::Value::Object(map) => {
+            map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v))
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_nul_in_keys_and_nested_strings() {
+        assert!(!contains_nul(&serde_json::json!({"a": ["b", {"c": 1}]})));
+        assert!(contains_nul(&serde_json::json!({"a": ["b", {"c": "x\0"}]})));
+        assert!(contains_nul(&serde_json::json!({"k\0": 1})));
+    }
+}

@@ -23,6 +23,8 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(String),
+    #[error("this method is not allowed on this path")]
+    MethodNotAllowed,
     #[error("{0}")]
     Unavailable(String),
     #[error("internal error")]
@@ -68,6 +70,7 @@ impl ApiError {
             ApiError::Forbidden(_) => ("forbidden", "Missing scope"),
             ApiError::NotFound(_) => ("not-found", "Not found"),
             ApiError::Conflict(_) => ("conflict", "Conflict"),
+            ApiError::MethodNotAllowed => ("method-not-allowed", "Method not allowed"),
             ApiError::Unavailable(_) => ("unavailable", "Service unavailable"),
             ApiError::Internal(_) => ("internal", "Internal error"),
         }
@@ -82,6 +85,7 @@ impl ResponseError for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -132,6 +136,13 @@ impl From<diesel::result::Error> for ApiError {
             E::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
                 ApiError::Unavailable("postgres connection lost".into())
             }
+            // Text PostgreSQL cannot store (a NUL in a filter, say) is the caller's mistake.
+            E::DatabaseError(_, info)
+                if info.message().contains("invalid byte sequence")
+                    || info.message().contains("unsupported Unicode escape") =>
+            {
+                ApiError::BadRequest("text may not contain NUL characters".into())
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -173,6 +184,15 @@ pub fn query_error(
     _: &actix_web::HttpRequest,
 ) -> actix_web::Error {
     ApiError::BadRequest(format!("invalid query string: {error}")).into()
+}
+
+/// Unmatched requests: 405 for a known path with another method, else 404.
+pub fn unmatched(known_paths: &[actix_web::dev::ResourceDef], path: &str) -> ApiError {
+    if known_paths.iter().any(|p| p.is_match(path)) {
+        ApiError::MethodNotAllowed
+    } else {
+        ApiError::NotFound("route")
+    }
 }
 
 pub fn path_error(

@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
-use actix_web::web;
+use actix_web::dev::ResourceDef;
+use actix_web::{HttpRequest, HttpResponse, web};
 use service_kit::health::Readiness;
 use storage::rabbitmq::RabbitLink;
 use storage::redis_cluster::RedisCluster;
@@ -8,6 +9,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::bootstrap;
+use crate::error::ApiError;
 use crate::relay::Relay;
 use crate::routes;
 use crate::settings::ServeArgs;
@@ -17,20 +19,38 @@ use crate::state::AppState;
 pub fn app(
     state: AppState,
 ) -> anyhow::Result<impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static> {
-    let document = web::Data::new(serde_json::to_string(&routes::openapi::document())?);
+    let openapi = routes::openapi::document();
+    // Known paths answer 405 to other methods; anything else is 404.
+    let known_paths: Vec<ResourceDef> = openapi
+        .paths
+        .paths
+        .keys()
+        .map(|path| ResourceDef::new(path.as_str()))
+        .collect();
+    let known_paths = web::Data::new(known_paths);
+    let document = web::Data::new(serde_json::to_string(&openapi)?);
     let state = web::Data::new(state);
     Ok(move |config: &mut web::ServiceConfig| {
         config
             .app_data(state.clone())
             .app_data(document.clone())
+            .app_data(known_paths.clone())
             .route(
                 "/openapi.json",
                 web::get().to(routes::openapi::serve_document),
-            );
+            )
+            .default_service(web::to(unmatched));
         routes::configure(&mut utoipa_actix_web::service_config::ServiceConfig::new(
             config,
         ));
     })
+}
+
+async fn unmatched(
+    request: HttpRequest,
+    known_paths: web::Data<Vec<ResourceDef>>,
+) -> Result<HttpResponse, ApiError> {
+    Err(crate::error::unmatched(&known_paths, request.path()))
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {

@@ -17,8 +17,8 @@ pub async fn create(
     expires_at: Option<DateTime<Utc>>,
 ) -> Result<(String, AdminTokenRow), ApiError> {
     let mut errors = ValidationErrors::default();
-    if name.trim().is_empty() || name.chars().count() > 100 {
-        errors.push("name", "must be 1 to 100 characters");
+    if name.trim().is_empty() || name.chars().count() > 100 || name.contains('\0') {
+        errors.push("name", "must be 1 to 100 characters, without NUL");
     }
     if scopes.is_empty() {
         errors.push("scopes", "name at least one scope");

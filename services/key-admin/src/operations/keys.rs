@@ -96,9 +96,12 @@ pub struct KeyUpdate {
 
 fn check_text(errors: &mut ValidationErrors, field: &str, value: Option<&str>) {
     if let Some(value) = value
-        && (value.trim().is_empty() || value.chars().count() > MAX_TEXT_LEN)
+        && (value.trim().is_empty() || value.chars().count() > MAX_TEXT_LEN || value.contains('\0'))
     {
-        errors.push(field, format!("must be 1 to {MAX_TEXT_LEN} characters"));
+        errors.push(
+            field,
+            format!("must be 1 to {MAX_TEXT_LEN} characters, without NUL"),
+        );
     }
 }
 
@@ -106,6 +109,8 @@ fn check_metadata(errors: &mut ValidationErrors, metadata: Option<&serde_json::V
     if let Some(metadata) = metadata {
         if !metadata.is_object() {
             errors.push("metadata", "must be a JSON object");
+        } else if domain::contains_nul(metadata) {
+            errors.push("metadata", "may not contain NUL characters");
         } else if metadata.to_string().len() > MAX_METADATA_BYTES {
             errors.push(
                 "metadata",

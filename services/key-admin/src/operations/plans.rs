@@ -11,8 +11,11 @@ use crate::state::AppState;
 pub const MAX_NAME_LEN: usize = 100;
 
 fn check_name(errors: &mut ValidationErrors, name: &str) {
-    if name.trim().is_empty() || name.chars().count() > MAX_NAME_LEN {
-        errors.push("name", format!("must be 1 to {MAX_NAME_LEN} characters"));
+    if name.trim().is_empty() || name.chars().count() > MAX_NAME_LEN || name.contains('\0') {
+        errors.push(
+            "name",
+            format!("must be 1 to {MAX_NAME_LEN} characters, without NUL"),
+        );
     }
 }
 

@@ -52,8 +52,9 @@ pub struct AuditQuery {
     /// Entries before this time (RFC 3339).
     pub to: Option<DateTime<Utc>>,
     /// Items per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
-    /// The `next_cursor` of the previous page.
+    /// The `next_cursor` of the previous page (empty means the first page).
     pub cursor: Option<String>,
 }
 
@@ -80,6 +81,7 @@ pub async fn list_audit_log(
     let before = query
         .cursor
         .as_deref()
+        .filter(|c| !c.is_empty())
         .map(|c| {
             c.parse::<i64>()
                 .map_err(|_| ApiError::field("cursor", "not a cursor of this list"))

@@ -223,3 +223,43 @@ async fn unknown_plans_are_404() {
     assert_eq!(app.get("/v1/plans/not-a-uuid").await.0, 404);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn other_methods_on_known_paths_are_405_and_unknown_paths_404() {
+    let app = TestApp::spawn().await;
+    let (status, problem) = app.admin(Method::PUT, "/v1/plans", None).await;
+    assert_eq!(status, 405, "{problem}");
+    assert_eq!(problem["type"], "urn:keymeter:problem:method-not-allowed");
+    let (status, _) = app
+        .admin(
+            Method::POST,
+            "/v1/plans/0190c0de-0000-7000-8000-000000000000",
+            None,
+        )
+        .await;
+    assert_eq!(status, 405);
+    let (status, _) = app.get("/v1/nothing-here").await;
+    assert_eq!(status, 404);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn nul_characters_are_refused_not_stored() {
+    let app = TestApp::spawn().await;
+    let (status, problem) = app
+        .post("/v1/plans", json!({"name": "a\u{0}b", "limits": []}))
+        .await;
+    assert_eq!(status, 400, "{problem}");
+    let plan = app.default_plan().await;
+    let (status, problem) = app
+        .post(
+            "/v1/keys",
+            json!({"plan_id": plan["id"], "metadata": {"k": "v\u{0}"}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "metadata");
+    let (status, problem) = app.get("/v1/keys?owner_id=a%00b").await;
+    assert_eq!(status, 400, "{problem}");
+    app.stop().await;
+}

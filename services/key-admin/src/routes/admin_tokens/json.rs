@@ -38,7 +38,9 @@ pub struct AdminTokenWithSecret {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAdminToken {
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
+    #[schema(min_items = 1)]
     pub scopes: Vec<Scope>,
     pub expires_at: Option<DateTime<Utc>>,
 }

@@ -73,10 +73,16 @@ pub struct KeyWithSecret {
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     pub plan_id: Uuid,
+    #[schema(min_length = 1, max_length = 200)]
     pub name: Option<String>,
     /// Your customer's id, to list and sum usage by.
+    #[schema(min_length = 1, max_length = 200)]
     pub owner_id: Option<String>,
     /// `[a-z][a-z0-9]{0,15}` segments joined by `_` (default `km`).
+    #[schema(
+        pattern = "^[a-z][a-z0-9]{0,15}(_[a-z][a-z0-9]{0,15})*$",
+        max_length = 32
+    )]
     pub prefix: Option<String>,
     pub expires_at: Option<DateTime<Utc>>,
     /// Replaces the plan's limits for this key.
@@ -118,10 +124,10 @@ fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
 #[serde(deny_unknown_fields)]
 pub struct UpdateKey {
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, nullable)]
+    #[schema(value_type = Option<String>, nullable, min_length = 1, max_length = 200)]
     pub name: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, nullable)]
+    #[schema(value_type = Option<String>, nullable, min_length = 1, max_length = 200)]
     pub owner_id: Option<Option<String>>,
     pub plan_id: Option<Uuid>,
     #[serde(default, deserialize_with = "present")]
@@ -157,6 +163,7 @@ impl From<UpdateKey> for KeyUpdate {
 #[serde(deny_unknown_fields)]
 pub struct RotateKey {
     /// How long the old secret keeps working, 0 to 604800000 (7 days); default 0.
+    #[schema(maximum = 604_800_000)]
     pub grace_period_ms: Option<u64>,
 }
 
@@ -169,7 +176,8 @@ pub struct KeyListQuery {
     /// Deleted keys are listed only with `status=deleted`.
     pub status: Option<KeyStatus>,
     /// Items per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
-    /// The `next_cursor` of the previous page.
+    /// The `next_cursor` of the previous page (empty means the first page).
     pub cursor: Option<String>,
 }

@@ -32,6 +32,7 @@ impl From<PlanRow> for Plan {
 #[serde(deny_unknown_fields)]
 pub struct CreatePlan {
     /// Unique among plans, 1 to 100 characters.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     #[serde(default)]
     pub limits: Vec<Limit>,
@@ -40,6 +41,7 @@ pub struct CreatePlan {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdatePlan {
+    #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
     /// Replaces every limit; keys on the plan follow within a second.
     pub limits: Option<Vec<Limit>>,
