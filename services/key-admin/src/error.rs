@@ -186,15 +186,6 @@ pub fn query_error(
     ApiError::BadRequest(format!("invalid query string: {error}")).into()
 }
 
-/// Unmatched requests: 405 for a known path with another method, else 404.
-pub fn unmatched(known_paths: &[actix_web::dev::ResourceDef], path: &str) -> ApiError {
-    if known_paths.iter().any(|p| p.is_match(path)) {
-        ApiError::MethodNotAllowed
-    } else {
-        ApiError::NotFound("route")
-    }
-}
-
 pub fn path_error(
     error: actix_web::error::PathError,
     _: &actix_web::HttpRequest,

@@ -17,6 +17,7 @@ pub struct PageQuery {
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page (empty means the first page).
+    #[param(pattern = "^([0-9a-fA-F-]{36})?$")]
     pub cursor: Option<String>,
 }
 
@@ -42,6 +43,7 @@ pub fn page_size(limit: Option<u32>) -> Result<(usize, i64), ApiError> {
 /// Cursors over uuid-ordered lists are the last id seen.
 pub fn uuid_cursor(cursor: Option<&str>) -> Result<Option<Uuid>, ApiError> {
     cursor
+        .filter(|c| !c.is_empty())
         .map(|c| {
             Uuid::try_parse(c).map_err(|_| ApiError::field("cursor", "not a cursor of this list"))
         })

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use actix_web::dev::ResourceDef;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use service_kit::health::Readiness;
 use storage::rabbitmq::RabbitLink;
 use storage::redis_cluster::RedisCluster;
@@ -21,11 +21,14 @@ pub fn app(
 ) -> anyhow::Result<impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static> {
     let openapi = routes::openapi::document();
     // Known paths answer 405 to other methods; anything else is 404.
-    let known_paths: Vec<ResourceDef> = openapi
+    let known_paths: Vec<KnownPath> = openapi
         .paths
         .paths
-        .keys()
-        .map(|path| ResourceDef::new(path.as_str()))
+        .iter()
+        .map(|(path, item)| KnownPath {
+            pattern: ResourceDef::new(path.as_str()),
+            allow: allowed_methods(item),
+        })
         .collect();
     let known_paths = web::Data::new(known_paths);
     let document = web::Data::new(serde_json::to_string(&openapi)?);
@@ -46,11 +49,43 @@ pub fn app(
     })
 }
 
-async fn unmatched(
-    request: HttpRequest,
-    known_paths: web::Data<Vec<ResourceDef>>,
-) -> Result<HttpResponse, ApiError> {
-    Err(crate::error::unmatched(&known_paths, request.path()))
+/// A documented path and the methods it takes, for 405 answers with `Allow`.
+struct KnownPath {
+    pattern: ResourceDef,
+    allow: String,
+}
+
+fn allowed_methods(item: &utoipa::openapi::PathItem) -> String {
+    [
+        ("GET", item.get.is_some()),
+        ("POST", item.post.is_some()),
+        ("PATCH", item.patch.is_some()),
+        ("PUT", item.put.is_some()),
+        ("DELETE", item.delete.is_some()),
+    ]
+    .iter()
+    .filter(|(_, present)| *present)
+    .map(|(method, _)| *method)
+    .collect::<Vec<_>>()
+    .join(", ")
+}
+
+async fn unmatched(request: HttpRequest, known_paths: web::Data<Vec<KnownPath>>) -> HttpResponse {
+    match known_paths
+        .iter()
+        .find(|p| p.pattern.is_match(request.path()))
+    {
+        Some(known) => {
+            let mut response = ApiError::MethodNotAllowed.error_response();
+            if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&known.allow) {
+                response
+                    .headers_mut()
+                    .insert(actix_web::http::header::ALLOW, value);
+            }
+            response
+        }
+        None => ApiError::NotFound("route").error_response(),
+    }
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {

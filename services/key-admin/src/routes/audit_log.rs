@@ -55,6 +55,7 @@ pub struct AuditQuery {
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page (empty means the first page).
+    #[param(pattern = "^[0-9]*$")]
     pub cursor: Option<String>,
 }
 

@@ -227,6 +227,14 @@ async fn unknown_plans_are_404() {
 #[tokio::test]
 async fn other_methods_on_known_paths_are_405_and_unknown_paths_404() {
     let app = TestApp::spawn().await;
+    let response = app
+        .client
+        .put(format!("{}/v1/plans", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "GET, POST");
     let (status, problem) = app.admin(Method::PUT, "/v1/plans", None).await;
     assert_eq!(status, 405, "{problem}");
     assert_eq!(problem["type"], "urn:keymeter:problem:method-not-allowed");
