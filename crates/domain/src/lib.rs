@@ -22,4 +22,4 @@ pub use key_status::{KeyStatus, StatusFields};
 pub use limits::{Algorithm, Limit, validate_limits};
 pub use projection::{CreditsConfig, KeyRecord};
 pub use scope::Scope;
-pub use validation::{FieldError, ValidationErrors, contains_nul};
+pub use validation::{FieldError, ValidationErrors, contains_extreme_number, contains_nul};

@@ -43,6 +43,20 @@ pub fn contains_nul(value: &serde_json::Value) -> bool {
     }
 }
 
+/// Numbers beyond this magnitude come back out of PostgreSQL's `jsonb` (which keeps every
+/// digit) as text no JSON reader turns into a double, so they are refused up front.
+pub const MAX_JSON_NUMBER: f64 = 1e300;
+
+/// Whether a JSON value holds a number beyond ±`MAX_JSON_NUMBER` anywhere.
+pub fn contains_extreme_number(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::Number(n) => n.as_f64().is_none_or(|f| f.abs() > MAX_JSON_NUMBER),
+        serde_json::Value::Array(items) => items.iter().any(contains_extreme_number),
+        serde_json::Value::Object(map) => map.values().any(contains_extreme_number),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +66,15 @@ mod tests {
         assert!(!contains_nul(&serde_json::json!({"a": ["b", {"c": 1}]})));
         assert!(contains_nul(&serde_json::json!({"a": ["b", {"c": "x\0"}]})));
         assert!(contains_nul(&serde_json::json!({"k\0": 1})));
+    }
+
+    #[test]
+    fn finds_numbers_jsonb_cannot_give_back() {
+        assert!(!contains_extreme_number(
+            &serde_json::json!({"a": [1, -2.5, 1e300, u64::MAX]})
+        ));
+        assert!(contains_extreme_number(
+            &serde_json::json!({"a": [{"b": 1.7976931348623157e308}]})
+        ));
     }
 }

@@ -2,6 +2,7 @@
 //! that projects it into Redis and announces changes on RabbitMQ.
 
 pub mod auth;
+pub mod body;
 pub mod bootstrap;
 pub mod commands;
 pub mod error;

@@ -111,6 +111,8 @@ fn check_metadata(errors: &mut ValidationErrors, metadata: Option<&serde_json::V
             errors.push("metadata", "must be a JSON object");
         } else if domain::contains_nul(metadata) {
             errors.push("metadata", "may not contain NUL characters");
+        } else if domain::contains_extreme_number(metadata) {
+            errors.push("metadata", "numbers must be within ±1e300");
         } else if metadata.to_string().len() > MAX_METADATA_BYTES {
             errors.push(
                 "metadata",

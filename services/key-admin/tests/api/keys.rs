@@ -418,3 +418,33 @@ async fn keys_need_their_scopes() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn bodies_must_be_json_objects_and_rotate_refuses_a_bad_body() {
+    let app = TestApp::spawn().await;
+    let plan = app.default_plan().await;
+    let (status, _) = app
+        .patch(&format!("/v1/plans/{}", id(&plan)), json!([null, null]))
+        .await;
+    assert_eq!(status, 400, "an array is not an object");
+    let key = app.create_key(json!({"plan_id": plan["id"]})).await;
+    let rotate = format!("/v1/keys/{}/rotate", id(&key));
+    let (status, _) = app.post(&rotate, json!({"grace_period_ms": -430})).await;
+    assert_eq!(status, 400);
+    let response = app
+        .client
+        .post(format!("{}{rotate}", app.base))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "an empty body means no grace");
+    let (status, problem) = app
+        .post(
+            "/v1/keys",
+            json!({"plan_id": plan["id"], "metadata": {"n": 1.7976931348623157e308}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{problem}");
+    app.stop().await;
+}

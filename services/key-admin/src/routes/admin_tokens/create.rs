@@ -2,6 +2,7 @@ use actix_web::{HttpResponse, post, web};
 
 use super::json::{AdminTokenWithSecret, CreateAdminToken};
 use crate::auth::{AdminOnly, Authorized};
+use crate::body::JsonBody;
 use crate::error::{ApiError, Problem};
 use crate::operations::admin_tokens;
 use crate::state::AppState;
@@ -22,9 +23,9 @@ use crate::state::AppState;
 pub async fn create_admin_token(
     auth: Authorized<AdminOnly>,
     state: web::Data<AppState>,
-    body: web::Json<CreateAdminToken>,
+    body: JsonBody<CreateAdminToken>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
+    let JsonBody(body) = body;
     let (token, row) = admin_tokens::create(
         &state,
         &auth.actor(),

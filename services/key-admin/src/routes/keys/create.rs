@@ -2,6 +2,7 @@ use actix_web::{HttpResponse, post, web};
 
 use super::json::{CreateKey, KeyWithSecret};
 use crate::auth::{Authorized, KeysWrite};
+use crate::body::JsonBody;
 use crate::error::{ApiError, Problem};
 use crate::operations::keys;
 use crate::state::AppState;
@@ -22,9 +23,9 @@ use crate::state::AppState;
 pub async fn create_key(
     auth: Authorized<KeysWrite>,
     state: web::Data<AppState>,
-    body: web::Json<CreateKey>,
+    body: JsonBody<CreateKey>,
 ) -> Result<HttpResponse, ApiError> {
-    let (key, view) = keys::create(&state, &auth.actor(), body.into_inner().into()).await?;
+    let (key, view) = keys::create(&state, &auth.actor(), body.0.into()).await?;
     Ok(HttpResponse::Created().json(KeyWithSecret {
         key: key.expose().to_owned(),
         details: view.into(),

@@ -3,6 +3,7 @@ use uuid::Uuid;
 
 use super::json::{KeyWithSecret, RotateKey};
 use crate::auth::{Authorized, KeysWrite};
+use crate::body::OptionalJsonBody;
 use crate::error::{ApiError, Problem};
 use crate::operations::keys;
 use crate::state::AppState;
@@ -28,11 +29,9 @@ pub async fn rotate_key(
     auth: Authorized<KeysWrite>,
     state: web::Data<AppState>,
     id: web::Path<Uuid>,
-    body: Option<web::Json<RotateKey>>,
+    body: OptionalJsonBody<RotateKey>,
 ) -> Result<web::Json<KeyWithSecret>, ApiError> {
-    let grace = body
-        .and_then(|b| b.into_inner().grace_period_ms)
-        .unwrap_or(0);
+    let grace = body.0.and_then(|b| b.grace_period_ms).unwrap_or(0);
     let (key, view) = keys::rotate(&state, &auth.actor(), *id, grace).await?;
     Ok(web::Json(KeyWithSecret {
         key: key.expose().to_owned(),

@@ -3,6 +3,7 @@ use uuid::Uuid;
 
 use super::json::{Key, UpdateKey};
 use crate::auth::{Authorized, KeysWrite};
+use crate::body::JsonBody;
 use crate::error::{ApiError, Problem};
 use crate::operations::keys;
 use crate::state::AppState;
@@ -27,8 +28,8 @@ pub async fn update_key(
     auth: Authorized<KeysWrite>,
     state: web::Data<AppState>,
     id: web::Path<Uuid>,
-    body: web::Json<UpdateKey>,
+    body: JsonBody<UpdateKey>,
 ) -> Result<web::Json<Key>, ApiError> {
-    let view = keys::update(&state, &auth.actor(), *id, body.into_inner().into()).await?;
+    let view = keys::update(&state, &auth.actor(), *id, body.0.into()).await?;
     Ok(web::Json(view.into()))
 }

@@ -2,6 +2,7 @@ use actix_web::{HttpResponse, post, web};
 
 use super::json::{CreatePlan, Plan};
 use crate::auth::{Authorized, PlansWrite};
+use crate::body::JsonBody;
 use crate::error::{ApiError, Problem};
 use crate::operations::plans;
 use crate::state::AppState;
@@ -23,9 +24,9 @@ use crate::state::AppState;
 pub async fn create_plan(
     auth: Authorized<PlansWrite>,
     state: web::Data<AppState>,
-    body: web::Json<CreatePlan>,
+    body: JsonBody<CreatePlan>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
+    let JsonBody(body) = body;
     let row = plans::create(&state, &auth.actor(), body.name, body.limits).await?;
     Ok(HttpResponse::Created().json(Plan::from(row)))
 }

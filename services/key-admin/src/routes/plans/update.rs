@@ -3,6 +3,7 @@ use uuid::Uuid;
 
 use super::json::{Plan, UpdatePlan};
 use crate::auth::{Authorized, PlansWrite};
+use crate::body::JsonBody;
 use crate::error::{ApiError, Problem};
 use crate::operations::plans;
 use crate::state::AppState;
@@ -27,9 +28,9 @@ pub async fn update_plan(
     auth: Authorized<PlansWrite>,
     state: web::Data<AppState>,
     id: web::Path<Uuid>,
-    body: web::Json<UpdatePlan>,
+    body: JsonBody<UpdatePlan>,
 ) -> Result<web::Json<Plan>, ApiError> {
-    let body = body.into_inner();
+    let JsonBody(body) = body;
     let row = plans::update(&state, &auth.actor(), *id, body.name, body.limits).await?;
     Ok(web::Json(row.into()))
 }
