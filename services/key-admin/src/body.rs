@@ -13,7 +13,7 @@ use crate::error::ApiError;
 /// A JSON object body, parsed into `T` (unknown fields refused by `T`).
 pub struct JsonBody<T>(pub T);
 
-/// An optional JSON object body: an empty body is `None`; anything else must parse.
+/// An optional JSON object body: an empty body or `null` is `None`; anything else must parse.
 pub struct OptionalJsonBody<T>(pub Option<T>);
 
 fn parse_object<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
@@ -49,6 +49,9 @@ impl<T: DeserializeOwned + 'static> FromRequest for OptionalJsonBody<T> {
             }
             let value: serde_json::Value = serde_json::from_slice(&bytes)
                 .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
+            if value.is_null() {
+                return Ok(OptionalJsonBody(None));
+            }
             Ok(OptionalJsonBody(Some(parse_object(value)?)))
         })
     }

@@ -43,9 +43,13 @@ impl From<AuditRow> for AuditEntry {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
+    #[param(pattern = "^[^\\u0000]*$")]
     pub target_type: Option<String>,
+    #[param(pattern = "^[^\\u0000]*$")]
     pub target_id: Option<String>,
+    #[param(pattern = "^[^\\u0000]*$")]
     pub actor: Option<String>,
+    #[param(pattern = "^[^\\u0000]*$")]
     pub action: Option<String>,
     /// Entries at or after this time (RFC 3339).
     pub from: Option<DateTime<Utc>>,

@@ -171,6 +171,7 @@ pub struct RotateKey {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct KeyListQuery {
+    #[param(pattern = "^[^\\u0000]*$")]
     pub owner_id: Option<String>,
     pub plan_id: Option<Uuid>,
     /// Deleted keys are listed only with `status=deleted`.
