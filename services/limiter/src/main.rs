@@ -1,13 +1,10 @@
-//! limiter: the per-request hot path. Validates a key and runs all its limits in one atomic
-//! Lua script on the Redis Cluster.
-
-mod settings;
-
 use std::sync::Arc;
 
+use limiter::check::Checker;
+use limiter::key_cache::KeyCache;
+use limiter::settings::{Cli, Command};
 use service_kit::health::Readiness;
-use settings::{Cli, Command};
-use storage::rabbitmq::{RabbitLink, Topology};
+use storage::rabbitmq::RabbitLink;
 use storage::redis_cluster::RedisCluster;
 
 #[tokio::main]
@@ -19,9 +16,26 @@ async fn main() -> anyhow::Result<()> {
     let rabbit = Arc::new(RabbitLink::new(
         args.amqp.settings(),
         "limiter",
-        Topology::default(),
+        args.amqp.topology(),
     ));
+    let checker = Arc::new(Checker {
+        redis: redis.clone(),
+        layout: args.redis.layout(),
+        pepper: args.pepper.pepper.clone(),
+        keys: KeyCache::new(
+            args.cache_capacity,
+            args.cache_ttl(),
+            args.negative_cache_ttl(),
+        ),
+        failure_policy: args.failure_policy,
+    });
     let readiness = Readiness::new().with_redis(redis).with_rabbitmq(rabbit);
-    service_kit::server::serve("limiter", args.listen, readiness, |_| {}).await?;
+    service_kit::server::serve(
+        "limiter",
+        args.listen,
+        readiness,
+        limiter::routes::configure(checker, args.authorize_deny_status),
+    )
+    .await?;
     Ok(())
 }

@@ -1,6 +1,7 @@
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use service_kit::settings::{AmqpArgs, LogArgs, PepperArgs, RedisArgs};
 
 #[derive(Parser, Debug)]
@@ -18,8 +19,26 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Serve the check API (for now: health, readiness and metrics only).
+    /// Serve POST /v1/check and GET /v1/authorize.
     Serve(Box<ServeArgs>),
+}
+
+/// What a check answers when Redis cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailurePolicy {
+    /// Let the request through, flagged with `X-Keymeter-Degraded` and a metric.
+    Open,
+    /// Refuse it with 503 `UNAVAILABLE`.
+    Closed,
+}
+
+/// How `/v1/authorize` refuses, for gateways that only pass some statuses on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DenyStatus {
+    /// 401 for key problems, 429 for limits (as `/v1/check`).
+    Native,
+    /// 403 for every refusal (nginx `auth_request` passes only 401 and 403 on).
+    Forbidden,
 }
 
 #[derive(Args, Debug)]
@@ -31,10 +50,50 @@ pub struct ServeArgs {
         default_value = "127.0.0.1:8081"
     )]
     pub listen: SocketAddr,
+    /// Answer when Redis is unreachable: `open` (allow, flagged) or `closed` (503).
+    #[arg(
+        long = "failure-policy",
+        env = "KEYMETER_FAILURE_POLICY",
+        default_value = "open"
+    )]
+    pub failure_policy: FailurePolicy,
+    /// How `/v1/authorize` refuses: `native` (401/429) or `forbidden` (403, for nginx).
+    #[arg(
+        long = "authorize-deny-status",
+        env = "KEYMETER_AUTHORIZE_DENY_STATUS",
+        default_value = "native"
+    )]
+    pub authorize_deny_status: DenyStatus,
+    /// Keys kept in the in-process cache.
+    #[arg(
+        long = "cache-capacity",
+        env = "KEYMETER_CACHE_CAPACITY",
+        default_value_t = 100_000
+    )]
+    pub cache_capacity: u64,
+    /// How long a key's record is trusted without asking Redis: the longest a change
+    /// (revocation included) can take to reach this instance.
+    #[arg(long = "cache-ttl-ms", env = "KEYMETER_CACHE_TTL_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    pub cache_ttl_ms: u64,
+    /// How long "no such key" is remembered.
+    #[arg(long = "negative-cache-ttl-ms", env = "KEYMETER_NEGATIVE_CACHE_TTL_MS", default_value_t = 250,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub negative_cache_ttl_ms: u64,
     #[command(flatten)]
     pub redis: RedisArgs,
     #[command(flatten)]
     pub amqp: AmqpArgs,
     #[command(flatten)]
     pub pepper: PepperArgs,
+}
+
+impl ServeArgs {
+    pub fn cache_ttl(&self) -> Duration {
+        Duration::from_millis(self.cache_ttl_ms)
+    }
+
+    pub fn negative_cache_ttl(&self) -> Duration {
+        Duration::from_millis(self.negative_cache_ttl_ms)
+    }
 }

@@ -74,6 +74,8 @@ local function sliding_window(key, limit, window)
   if current + cost <= limit and previous > 0 then
     -- The previous window's weight falls linearly: wait until it has fallen enough.
     retry = ceil1(window * (1 - (limit - current - cost) / previous) - elapsed)
+    -- At the next window start the estimate drops to `current`, which then fits.
+    if retry > reset then retry = reset end
   end
   return {false, floor0(limit - estimate), reset, retry, nil, floor0(limit - estimate)}
 end

@@ -1,0 +1,175 @@
+//! One check: shape and checksum (no I/O), the key's record (cache, then one Redis read),
+//! its status, then every limit and the credits in one script.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use domain::{ApiKey, KeyRecord, Pepper};
+use storage::redis_cluster::check::{self, CheckOutcome, CheckRequest, Verdict};
+use storage::redis_cluster::projection::{self, KeyLayout};
+use storage::redis_cluster::{RedisCluster, RedisClusterError};
+
+use crate::key_cache::{Cached, KeyCache};
+use crate::settings::FailurePolicy;
+
+/// The answer codes of API.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    Ok,
+    RateLimited,
+    CreditsExhausted,
+    MissingKey,
+    MalformedKey,
+    UnknownKey,
+    Disabled,
+    Expired,
+    Revoked,
+    Unavailable,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Ok => "OK",
+            Code::RateLimited => "RATE_LIMITED",
+            Code::CreditsExhausted => "CREDITS_EXHAUSTED",
+            Code::MissingKey => "MISSING_KEY",
+            Code::MalformedKey => "MALFORMED_KEY",
+            Code::UnknownKey => "UNKNOWN_KEY",
+            Code::Disabled => "DISABLED",
+            Code::Expired => "EXPIRED",
+            Code::Revoked => "REVOKED",
+            Code::Unavailable => "UNAVAILABLE",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub code: Code,
+    /// The key's record, when the key is known.
+    pub record: Option<Arc<KeyRecord>>,
+    /// The script's answer, when it ran.
+    pub outcome: Option<CheckOutcome>,
+    /// Allowed only because Redis could not be asked and the policy is fail-open.
+    pub degraded: bool,
+}
+
+impl Decision {
+    fn early(code: Code) -> Self {
+        Self {
+            code,
+            record: None,
+            outcome: None,
+            degraded: false,
+        }
+    }
+
+    pub fn allowed(&self) -> bool {
+        self.code == Code::Ok
+    }
+}
+
+pub struct Checker {
+    pub redis: RedisCluster,
+    pub layout: KeyLayout,
+    pub pepper: Pepper,
+    pub keys: KeyCache,
+    pub failure_policy: FailurePolicy,
+}
+
+impl Checker {
+    pub async fn check(&self, raw_key: Option<&str>, cost: u64) -> Decision {
+        let decision = self.decide(raw_key, cost).await;
+        metrics::counter!("keymeter_checks_total", "code" => decision.code.as_str()).increment(1);
+        decision
+    }
+
+    async fn decide(&self, raw_key: Option<&str>, cost: u64) -> Decision {
+        let Some(raw_key) = raw_key.filter(|k| !k.is_empty()) else {
+            return Decision::early(Code::MissingKey);
+        };
+        let Ok(key) = ApiKey::parse(raw_key) else {
+            return Decision::early(Code::MalformedKey);
+        };
+        let hash = self.pepper.hash_key(&key);
+        let load = async {
+            let found = projection::get_key(&self.redis, &self.layout, hash.as_str()).await?;
+            Ok::<_, RedisClusterError>(match found {
+                Some(text) => match KeyRecord::decode(&text) {
+                    Ok(record) => Cached::Known(Arc::new(record)),
+                    Err(error) => {
+                        tracing::error!(%error, "unreadable key record in Redis; treated as unknown");
+                        Cached::Unknown
+                    }
+                },
+                None => Cached::Unknown,
+            })
+        };
+        let record = match self.keys.get_or_load(hash.as_str(), load).await {
+            Ok(Cached::Known(record)) => record,
+            Ok(Cached::Unknown) => return Decision::early(Code::UnknownKey),
+            Err(error) => return self.store_failed(&*error, None),
+        };
+        let status = if record.revoked {
+            Some(Code::Revoked)
+        } else if !record.enabled {
+            Some(Code::Disabled)
+        } else if record.expires_at.is_some_and(|at| at <= Utc::now()) {
+            Some(Code::Expired)
+        } else {
+            None
+        };
+        if let Some(code) = status {
+            return Decision {
+                code,
+                record: Some(record),
+                outcome: None,
+                degraded: false,
+            };
+        }
+        let request = CheckRequest {
+            key_id: record.key_id,
+            cost,
+            limits: &record.limits,
+            credits: record.credits.as_ref(),
+        };
+        match check::check(&self.redis, &self.layout, request).await {
+            Ok(outcome) => Decision {
+                code: match outcome.verdict {
+                    Verdict::Allowed => Code::Ok,
+                    Verdict::RateLimited => Code::RateLimited,
+                    Verdict::CreditsExhausted => Code::CreditsExhausted,
+                },
+                record: Some(record),
+                outcome: Some(outcome),
+                degraded: false,
+            },
+            Err(error) => self.store_failed(&error, Some(record)),
+        }
+    }
+
+    /// Redis could not answer: the failure policy decides, never a 401.
+    fn store_failed(
+        &self,
+        error: &dyn std::fmt::Display,
+        record: Option<Arc<KeyRecord>>,
+    ) -> Decision {
+        tracing::warn!(%error, policy = ?self.failure_policy, "redis unavailable for a check");
+        metrics::counter!("keymeter_redis_errors_total").increment(1);
+        match self.failure_policy {
+            FailurePolicy::Open => Decision {
+                code: Code::Ok,
+                record,
+                outcome: None,
+                degraded: true,
+            },
+            FailurePolicy::Closed => Decision {
+                code: Code::Unavailable,
+                record,
+                outcome: None,
+                degraded: false,
+            },
+        }
+    }
+}

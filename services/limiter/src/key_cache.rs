@@ -1,0 +1,66 @@
+//! The in-process L1 cache of key records: bounded, with a TTL, and with short-lived
+//! "no such key" entries so a flood of made-up (but well-formed) keys costs one Redis read
+//! per key per negative TTL. Concurrent misses for one key share one Redis read.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use domain::KeyRecord;
+use moka::Expiry;
+use moka::future::Cache;
+
+#[derive(Debug, Clone)]
+pub enum Cached {
+    Known(Arc<KeyRecord>),
+    Unknown,
+}
+
+struct TtlByKind {
+    known: Duration,
+    unknown: Duration,
+}
+
+impl Expiry<String, Cached> for TtlByKind {
+    fn expire_after_create(&self, _key: &String, value: &Cached, _at: Instant) -> Option<Duration> {
+        Some(match value {
+            Cached::Known(_) => self.known,
+            Cached::Unknown => self.unknown,
+        })
+    }
+}
+
+pub struct KeyCache {
+    cache: Cache<String, Cached>,
+}
+
+impl KeyCache {
+    pub fn new(capacity: u64, ttl: Duration, negative_ttl: Duration) -> Self {
+        Self {
+            cache: Cache::builder()
+                .max_capacity(capacity)
+                .expire_after(TtlByKind {
+                    known: ttl,
+                    unknown: negative_ttl,
+                })
+                .build(),
+        }
+    }
+
+    /// The cached answer for a key hash, or `load`'s (cached for next time).
+    pub async fn get_or_load<F, E>(&self, key_hash: &str, load: F) -> Result<Cached, Arc<E>>
+    where
+        F: std::future::Future<Output = Result<Cached, E>>,
+        E: Send + Sync + 'static,
+    {
+        if let Some(hit) = self.cache.get(key_hash).await {
+            metrics::counter!("keymeter_key_cache_total", "tier" => "memory").increment(1);
+            return Ok(hit);
+        }
+        metrics::counter!("keymeter_key_cache_total", "tier" => "redis").increment(1);
+        self.cache.try_get_with(key_hash.to_owned(), load).await
+    }
+
+    pub async fn invalidate(&self, key_hash: &str) {
+        self.cache.invalidate(key_hash).await;
+    }
+}

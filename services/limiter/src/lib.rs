@@ -1,0 +1,8 @@
+//! limiter: the per-request hot path. Checks a key's shape and checksum without I/O, finds
+//! its record through an in-process cache in front of one Redis read, and runs all its
+//! limits and credits in one atomic Lua script.
+
+pub mod check;
+pub mod key_cache;
+pub mod routes;
+pub mod settings;

@@ -1,0 +1,150 @@
+//! The answer of a check: status, JSON body and rate-limit headers, built once for both
+//! routes.
+
+use actix_web::HttpResponse;
+use actix_web::http::StatusCode;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::check::{Code, Decision};
+
+/// The largest cost one request may ask for.
+pub const MAX_COST: u64 = 1_000_000_000_000;
+
+#[derive(Serialize)]
+struct LimitAnswer<'a> {
+    name: &'a str,
+    limit: u64,
+    remaining: u64,
+    reset_ms: u64,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    allowed: bool,
+    code: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<&'a serde_json::Value>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    limits: Vec<LimitAnswer<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credits_remaining: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_ms: Option<u64>,
+}
+
+pub fn status_of(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::RateLimited | Code::CreditsExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::MissingKey
+        | Code::MalformedKey
+        | Code::UnknownKey
+        | Code::Disabled
+        | Code::Expired
+        | Code::Revoked => StatusCode::UNAUTHORIZED,
+    }
+}
+
+fn seconds_up(ms: u64) -> u64 {
+    ms.div_ceil(1000)
+}
+
+/// The response for `decision` with `status`; `with_body` false leaves the body empty
+/// (an allowed `/v1/authorize`).
+pub fn respond(decision: &Decision, status: StatusCode, with_body: bool) -> HttpResponse {
+    let mut response = HttpResponse::build(status);
+    let record = decision.record.as_deref();
+    let limits: Vec<LimitAnswer> = match (record, &decision.outcome) {
+        (Some(record), Some(outcome)) => record
+            .limits
+            .iter()
+            .zip(&outcome.limits)
+            .map(|(limit, state)| LimitAnswer {
+                name: &limit.name,
+                limit: limit.capacity(),
+                remaining: state.remaining,
+                reset_ms: state.reset_ms,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    if let Some(record) = record
+        && !record.limits.is_empty()
+    {
+        let policy: Vec<String> = record
+            .limits
+            .iter()
+            .map(|l| {
+                format!(
+                    "\"{}\";q={};w={}",
+                    l.name,
+                    l.capacity(),
+                    seconds_up(l.window_ms)
+                )
+            })
+            .collect();
+        response.insert_header(("RateLimit-Policy", policy.join(", ")));
+    }
+    if !limits.is_empty() {
+        let current: Vec<String> = limits
+            .iter()
+            .map(|l| {
+                format!(
+                    "\"{}\";r={};t={}",
+                    l.name,
+                    l.remaining,
+                    seconds_up(l.reset_ms)
+                )
+            })
+            .collect();
+        response.insert_header(("RateLimit", current.join(", ")));
+        if let Some(tightest) = limits.iter().min_by_key(|l| l.remaining) {
+            response.insert_header(("X-RateLimit-Limit", tightest.limit.to_string()));
+            response.insert_header(("X-RateLimit-Remaining", tightest.remaining.to_string()));
+            response.insert_header((
+                "X-RateLimit-Reset",
+                seconds_up(tightest.reset_ms).to_string(),
+            ));
+        }
+    }
+    let retry_after_ms = match decision.code {
+        Code::RateLimited | Code::CreditsExhausted => {
+            decision.outcome.as_ref().map(|o| o.retry_after_ms)
+        }
+        _ => None,
+    };
+    if let Some(ms) = retry_after_ms {
+        response.insert_header(("Retry-After", seconds_up(ms).max(1).to_string()));
+    }
+    if decision.degraded {
+        response.insert_header(("X-Keymeter-Degraded", "redis-unavailable"));
+    }
+    if !with_body {
+        return response.finish();
+    }
+    response.json(Body {
+        allowed: decision.allowed(),
+        code: decision.code.as_str(),
+        key_id: record.map(|r| r.key_id),
+        owner_id: record.and_then(|r| r.owner_id.as_deref()),
+        metadata: record.map(|r| &r.metadata),
+        limits,
+        credits_remaining: decision.outcome.as_ref().and_then(|o| o.credits_remaining),
+        retry_after_ms,
+    })
+}
+
+/// 400 for a request that is not a check at all (bad JSON, bad cost).
+pub fn bad_request(detail: String) -> HttpResponse {
+    HttpResponse::BadRequest().json(serde_json::json!({
+        "allowed": false,
+        "code": "BAD_REQUEST",
+        "detail": detail,
+    }))
+}
