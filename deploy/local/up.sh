@@ -137,4 +137,5 @@ for name in "${KM_SERVICES[@]}"; do
 	km_log "$name readyz: $(curl -s --max-time 3 "http://$addr/readyz" || echo '(no answer)')"
 done
 
-# Demo hook: filled in by the limiter issue: create a demo plan+key and show a check.
+# Show a key being checked: a demo plan and key through the admin API, then the limiter.
+"$KM_LIB_DIR/demo.sh"
