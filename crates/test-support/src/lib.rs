@@ -10,7 +10,7 @@ mod rabbit;
 mod redis;
 
 pub use database::TestDb;
-pub use process::{ServiceProcess, free_port, run_to_exit, service_command};
+pub use process::{ServiceProcess, free_port, run_to_exit, service_command, workspace_binary};
 pub use rabbit::TestRabbit;
 pub use redis::{TestRedis, cluster_masters, delete_prefix, dump_prefix};
 

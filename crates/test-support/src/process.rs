@@ -17,7 +17,7 @@ pub struct ServiceProcess {
     pub addr: SocketAddr,
 }
 
-pub fn service_command(binary: &str) -> Command {
+pub fn service_command(binary: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut command = Command::new(binary);
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("KEYMETER_") {
@@ -91,4 +91,22 @@ pub fn run_to_exit(mut command: Command) -> (ExitStatus, String) {
         output.status,
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// A binary of another package of the workspace (cargo builds every binary before running
+/// any test): found beside the running test executable.
+pub fn workspace_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test executable lives in target/<profile>/deps");
+    let binary = profile_dir.join(name);
+    assert!(
+        binary.exists(),
+        "{} is not built; run the workspace's tests",
+        binary.display()
+    );
+    binary
 }

@@ -74,7 +74,7 @@ pub struct Checker {
     pub redis: RedisCluster,
     pub layout: KeyLayout,
     pub pepper: Pepper,
-    pub keys: KeyCache,
+    pub keys: Arc<KeyCache>,
     pub failure_policy: FailurePolicy,
 }
 

@@ -42,6 +42,7 @@ impl KeyCache {
                     known: ttl,
                     unknown: negative_ttl,
                 })
+                .support_invalidation_closures()
                 .build(),
         }
     }
@@ -60,7 +61,22 @@ impl KeyCache {
         self.cache.try_get_with(key_hash.to_owned(), load).await
     }
 
-    pub async fn invalidate(&self, key_hash: &str) {
-        self.cache.invalidate(key_hash).await;
+    /// Drops every cached secret of `key_id`, and every "no such key" answer (the change may
+    /// be that key's creation).
+    pub fn invalidate_key(&self, key_id: uuid::Uuid) {
+        let dropped = self
+            .cache
+            .invalidate_entries_if(move |_, cached| match cached {
+                Cached::Known(record) => record.key_id == key_id,
+                Cached::Unknown => true,
+            });
+        if let Err(error) = dropped {
+            tracing::error!(%error, "could not drop a changed key; forgetting everything");
+            self.cache.invalidate_all();
+        }
+    }
+
+    pub fn invalidate_all(&self) {
+        self.cache.invalidate_all();
     }
 }

@@ -6,6 +6,7 @@ use limiter::settings::{Cli, Command};
 use service_kit::health::Readiness;
 use storage::rabbitmq::RabbitLink;
 use storage::redis_cluster::RedisCluster;
+use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -18,24 +19,34 @@ async fn main() -> anyhow::Result<()> {
         "limiter",
         args.amqp.topology(),
     ));
+    let keys = Arc::new(KeyCache::new(
+        args.cache_capacity,
+        args.cache_ttl(),
+        args.negative_cache_ttl(),
+    ));
     let checker = Arc::new(Checker {
         redis: redis.clone(),
         layout: args.redis.layout(),
         pepper: args.pepper.pepper.clone(),
-        keys: KeyCache::new(
-            args.cache_capacity,
-            args.cache_ttl(),
-            args.negative_cache_ttl(),
-        ),
+        keys: Arc::clone(&keys),
         failure_policy: args.failure_policy,
     });
+    let shutdown = CancellationToken::new();
+    let events = tokio::spawn(limiter::invalidation::run(
+        Arc::clone(&rabbit),
+        keys,
+        shutdown.clone(),
+    ));
     let readiness = Readiness::new().with_redis(redis).with_rabbitmq(rabbit);
-    service_kit::server::serve(
+    let served = service_kit::server::serve(
         "limiter",
         args.listen,
         readiness,
         limiter::routes::configure(checker, args.authorize_deny_status),
     )
-    .await?;
+    .await;
+    shutdown.cancel();
+    let _ = events.await;
+    served?;
     Ok(())
 }

@@ -50,7 +50,11 @@ impl TestLimiter {
             redis: redis.clone(),
             layout: layout.clone(),
             pepper: pepper.clone(),
-            keys: KeyCache::new(1000, Duration::from_millis(200), Duration::from_millis(100)),
+            keys: Arc::new(KeyCache::new(
+                1000,
+                Duration::from_millis(200),
+                Duration::from_millis(100),
+            )),
             failure_policy: policy,
         });
         let (server, addr) = service_kit::server::bind(

@@ -5,9 +5,11 @@
 use std::net::SocketAddr;
 use std::process::Command;
 
+mod fleet;
+
 use test_support::{ServiceProcess, TEST_PEPPER, free_port, run_to_exit, service_command};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_limiter");
+pub const BINARY: &str = env!("CARGO_BIN_EXE_limiter");
 
 fn serve_command() -> (Command, SocketAddr) {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
