@@ -11,6 +11,7 @@ use storage::redis_cluster::{RedisCluster, RedisClusterError};
 
 use crate::key_cache::{Cached, KeyCache};
 use crate::settings::FailurePolicy;
+use crate::usage::UsageAggregator;
 
 /// The answer codes of API.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,12 +77,22 @@ pub struct Checker {
     pub pepper: Pepper,
     pub keys: Arc<KeyCache>,
     pub failure_policy: FailurePolicy,
+    pub usage: Arc<UsageAggregator>,
 }
 
 impl Checker {
     pub async fn check(&self, raw_key: Option<&str>, cost: u64) -> Decision {
         let decision = self.decide(raw_key, cost).await;
         metrics::counter!("keymeter_checks_total", "code" => decision.code.as_str()).increment(1);
+        if let Some(record) = &decision.record {
+            // Redis time when the script ran; this host's clock when it did not.
+            let at_ms = decision.outcome.as_ref().map_or_else(
+                || u64::try_from(Utc::now().timestamp_millis()).unwrap_or(0),
+                |o| o.now_ms,
+            );
+            self.usage
+                .record(record.key_id, at_ms, decision.allowed(), cost);
+        }
         decision
     }
 

@@ -7,3 +7,4 @@ pub mod invalidation;
 pub mod key_cache;
 pub mod routes;
 pub mod settings;
+pub mod usage;

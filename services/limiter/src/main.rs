@@ -3,7 +3,9 @@ use std::sync::Arc;
 use limiter::check::Checker;
 use limiter::key_cache::KeyCache;
 use limiter::settings::{Cli, Command};
+use limiter::usage::{UsageAggregator, UsagePublisher};
 use service_kit::health::Readiness;
+use std::time::Duration;
 use storage::rabbitmq::RabbitLink;
 use storage::redis_cluster::RedisCluster;
 use tokio_util::sync::CancellationToken;
@@ -24,17 +26,32 @@ async fn main() -> anyhow::Result<()> {
         args.cache_ttl(),
         args.negative_cache_ttl(),
     ));
+    let usage = Arc::new(UsageAggregator::default());
+    let usage_publisher = Arc::new(UsagePublisher::new(
+        Arc::clone(&usage),
+        Arc::clone(&rabbit),
+        args.instance
+            .clone()
+            .unwrap_or_else(|| format!("limiter-{}", std::process::id())),
+        args.usage_max_entries,
+    ));
     let checker = Arc::new(Checker {
         redis: redis.clone(),
         layout: args.redis.layout(),
         pepper: args.pepper.pepper.clone(),
         keys: Arc::clone(&keys),
         failure_policy: args.failure_policy,
+        usage,
     });
     let shutdown = CancellationToken::new();
     let events = tokio::spawn(limiter::invalidation::run(
         Arc::clone(&rabbit),
         keys,
+        shutdown.clone(),
+    ));
+    let flusher = tokio::spawn(usage_publisher.run(
+        Duration::from_millis(args.usage_flush_ms),
+        Duration::from_secs(10),
         shutdown.clone(),
     ));
     let readiness = Readiness::new().with_redis(redis).with_rabbitmq(rabbit);
@@ -45,8 +62,10 @@ async fn main() -> anyhow::Result<()> {
         limiter::routes::configure(checker, args.authorize_deny_status),
     )
     .await;
+    // The server has drained: no check is in flight, so the last flush has everything.
     shutdown.cancel();
     let _ = events.await;
+    let _ = flusher.await;
     served?;
     Ok(())
 }

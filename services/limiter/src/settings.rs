@@ -80,6 +80,21 @@ pub struct ServeArgs {
     #[arg(long = "negative-cache-ttl-ms", env = "KEYMETER_NEGATIVE_CACHE_TTL_MS", default_value_t = 250,
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub negative_cache_ttl_ms: u64,
+    /// How often counted usage is published to RabbitMQ.
+    #[arg(long = "usage-flush-ms", env = "KEYMETER_USAGE_FLUSH_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    pub usage_flush_ms: u64,
+    /// Most usage entries kept while RabbitMQ is away; past it the oldest are dropped
+    /// (counted in keymeter_usage_entries_dropped_total).
+    #[arg(
+        long = "usage-max-entries",
+        env = "KEYMETER_USAGE_MAX_ENTRIES",
+        default_value_t = 1_000_000
+    )]
+    pub usage_max_entries: usize,
+    /// This instance's name in usage batches (default: limiter-<pid>).
+    #[arg(long = "instance", env = "KEYMETER_INSTANCE")]
+    pub instance: Option<String>,
     #[command(flatten)]
     pub redis: RedisArgs,
     #[command(flatten)]

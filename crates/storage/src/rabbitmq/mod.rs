@@ -11,6 +11,6 @@ pub use connection::{AmqpError, RabbitSettings, connect};
 pub use consumer::{consume, dead_letter};
 pub use link::RabbitLink;
 pub use publisher::ConfirmedPublisher;
-pub use topology::Topology;
+pub use topology::{Topology, USAGE_ROUTING_KEY};
 
 pub use lapin::{Channel, Connection, Consumer, message::Delivery};

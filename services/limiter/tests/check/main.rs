@@ -56,6 +56,7 @@ impl TestLimiter {
                 Duration::from_millis(100),
             )),
             failure_policy: policy,
+            usage: Arc::new(limiter::usage::UsageAggregator::default()),
         });
         let (server, addr) = service_kit::server::bind(
             "limiter",

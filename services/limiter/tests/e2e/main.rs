@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 
 mod fleet;
+mod usage;
 
 use test_support::{ServiceProcess, TEST_PEPPER, free_port, run_to_exit, service_command};
 

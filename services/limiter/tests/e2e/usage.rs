@@ -1,0 +1,117 @@
+//! Usage leaves the limiter as batches on RabbitMQ, and a SIGTERM flushes what is counted.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use domain::events::V1;
+use domain::{Algorithm, ApiKey, KeyPrefix, KeyRecord, Limit, Pepper, UsageBatch};
+use futures_util::StreamExt;
+use serde_json::json;
+use storage::redis_cluster::projection::{self, KeyLayout};
+use storage::redis_cluster::{RedisCluster, RedisSettings};
+use test_support::{ServiceProcess, TEST_PEPPER, TestRabbit, free_port, service_command};
+use uuid::Uuid;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_publishes_every_counted_request_exactly() {
+    let rabbit = TestRabbit::declared().await;
+    let redis = RedisCluster::new(RedisSettings::new(test_support::redis_nodes())).unwrap();
+    let layout = KeyLayout::new(format!("u{}", test_support::unique_name()));
+    let pepper = Pepper::from_hex(TEST_PEPPER).unwrap();
+    let key = ApiKey::generate(&KeyPrefix::default());
+    let key_id = Uuid::now_v7();
+    let record = KeyRecord {
+        v: V1,
+        key_id,
+        plan_id: Uuid::now_v7(),
+        owner_id: None,
+        enabled: true,
+        revoked: false,
+        expires_at: None,
+        limits: vec![Limit {
+            name: "m".into(),
+            algorithm: Algorithm::FixedWindow,
+            limit: 30,
+            window_ms: 3_600_000,
+            burst: None,
+        }],
+        credits: None,
+        metadata: json!({}),
+    };
+    projection::put_key(
+        &redis,
+        &layout,
+        &record,
+        pepper.hash_key(&key).as_str(),
+        None,
+    )
+    .await
+    .unwrap();
+
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut command = service_command(crate::BINARY);
+    command
+        .arg("serve")
+        .env("KEYMETER_LIMITER_LISTEN", addr.to_string())
+        .env(
+            "KEYMETER_REDIS_NODES",
+            test_support::redis_nodes().join(","),
+        )
+        .env("KEYMETER_REDIS_PREFIX", layout.prefix())
+        .env("KEYMETER_AMQP_URL", test_support::amqp_url())
+        .env("KEYMETER_AMQP_PREFIX", rabbit.topology_prefix())
+        .env("KEYMETER_PEPPER", TEST_PEPPER)
+        .env("KEYMETER_INSTANCE", "usage-test")
+        // Only the flush at shutdown can publish within this test.
+        .env("KEYMETER_USAGE_FLUSH_MS", "600000");
+    let limiter = ServiceProcess::start(command, addr).await;
+    let client = reqwest::Client::new();
+    let (mut allowed, mut denied) = (0, 0);
+    for _ in 0..50 {
+        let status = client
+            .post(limiter.url("/v1/check"))
+            .json(&json!({"key": key.expose(), "cost": 2}))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        match status.as_u16() {
+            200 => allowed += 1,
+            429 => denied += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!((allowed, denied), (15, 35), "30 units at cost 2");
+    assert!(limiter.terminate().await.success());
+
+    let channel = rabbit.connection.create_channel().await.unwrap();
+    let mut consumer =
+        storage::rabbitmq::consume(&channel, &rabbit.topology.usage_queue(), "t", 10)
+            .await
+            .unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+        .await
+        .expect("a batch was published at shutdown")
+        .unwrap()
+        .unwrap();
+    let batch = UsageBatch::decode(&delivery.data).expect("a valid batch");
+    assert_eq!(batch.source, "usage-test");
+    assert_eq!(
+        delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.to_string()),
+        Some(batch.batch_id.to_string())
+    );
+    let (a, d, c): (u64, u64, u64) = batch
+        .entries
+        .iter()
+        .filter(|e| e.key_id == key_id)
+        .fold((0, 0, 0), |(a, d, c), e| {
+            (a + e.allowed, d + e.denied, c + e.cost)
+        });
+    assert_eq!((a, d, c), (15, 35, 30));
+    test_support::delete_prefix(&redis, layout.prefix()).await;
+    rabbit.cleanup().await;
+}
