@@ -139,23 +139,41 @@ impl Checker {
                 degraded: false,
             };
         }
+        if let Some(denial) = self.keys.denials.covering(record.key_id, cost) {
+            metrics::counter!("keymeter_deny_cache_hits_total").increment(1);
+            return Decision {
+                code: denial.code,
+                record: Some(record),
+                outcome: Some(denial.outcome),
+                degraded: false,
+            };
+        }
         let request = CheckRequest {
             key_id: record.key_id,
             cost,
             limits: &record.limits,
             credits: record.credits.as_ref(),
         };
+        metrics::counter!("keymeter_check_scripts_total").increment(1);
         match check::check(&self.redis, &self.layout, request).await {
-            Ok(outcome) => Decision {
-                code: match outcome.verdict {
+            Ok(outcome) => {
+                let code = match outcome.verdict {
                     Verdict::Allowed => Code::Ok,
                     Verdict::RateLimited => Code::RateLimited,
                     Verdict::CreditsExhausted => Code::CreditsExhausted,
-                },
-                record: Some(record),
-                outcome: Some(outcome),
-                degraded: false,
-            },
+                };
+                if code != Code::Ok {
+                    self.keys
+                        .denials
+                        .remember(record.key_id, code, cost, &outcome);
+                }
+                Decision {
+                    code,
+                    record: Some(record),
+                    outcome: Some(outcome),
+                    degraded: false,
+                }
+            }
             Err(error) => self.store_failed(&error, Some(record)),
         }
     }

@@ -31,6 +31,8 @@ impl Expiry<String, Cached> for TtlByKind {
 
 pub struct KeyCache {
     cache: Cache<String, Cached>,
+    /// Refusals remembered per key id; cleared with the key.
+    pub denials: crate::deny_cache::DenyCache,
 }
 
 impl KeyCache {
@@ -44,6 +46,7 @@ impl KeyCache {
                 })
                 .support_invalidation_closures()
                 .build(),
+            denials: crate::deny_cache::DenyCache::new(capacity),
         }
     }
 
@@ -64,6 +67,7 @@ impl KeyCache {
     /// Drops every cached secret of `key_id`, and every "no such key" answer (the change may
     /// be that key's creation).
     pub fn invalidate_key(&self, key_id: uuid::Uuid) {
+        self.denials.forget(key_id);
         let dropped = self
             .cache
             .invalidate_entries_if(move |_, cached| match cached {
@@ -77,6 +81,7 @@ impl KeyCache {
     }
 
     pub fn invalidate_all(&self) {
+        self.denials.forget_all();
         self.cache.invalidate_all();
     }
 }

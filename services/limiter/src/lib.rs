@@ -3,6 +3,7 @@
 //! limits and credits in one atomic Lua script.
 
 pub mod check;
+pub mod deny_cache;
 pub mod invalidation;
 pub mod key_cache;
 pub mod routes;

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::process::Command;
 
+mod deny_cache;
 mod fleet;
 mod usage;
 
