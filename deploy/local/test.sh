@@ -20,6 +20,8 @@ export KEYMETER_BUILD_PROFILE
 km_settings
 km_secrets quiet
 km_build_deps
+# The limiter's gateway test runs the real nginx (never as a service: it starts its own).
+km_need_cmd nginx nginx
 command -v cargo >/dev/null || km_die "cargo not found (install Rust with rustup)"
 
 km_log "test: cargo test --workspace --all-targets $*"

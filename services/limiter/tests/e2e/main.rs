@@ -7,6 +7,7 @@ use std::process::Command;
 
 mod deny_cache;
 mod fleet;
+mod nginx;
 mod usage;
 
 use test_support::{ServiceProcess, TEST_PEPPER, free_port, run_to_exit, service_command};
