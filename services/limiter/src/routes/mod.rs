@@ -23,7 +23,12 @@ pub fn configure(
             .app_data(deny_status.clone())
             .app_data(web::PayloadConfig::new(check::MAX_BODY_BYTES))
             .route("/v1/check", web::post().to(check::check))
-            .route("/v1/authorize", web::get().to(authorize::authorize));
+            // Gateways forward the client's method, and Envoy appends the client's path.
+            .route("/v1/authorize", web::route().to(authorize::authorize))
+            .route(
+                "/v1/authorize/{path:.*}",
+                web::route().to(authorize::authorize),
+            );
     }
 }
 
