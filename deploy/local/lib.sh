@@ -769,3 +769,45 @@ km_services_down() {
 	done
 	for name in "${KM_SERVICES[@]}"; do rm -f "$KM_PIDS/$name.pid"; done
 }
+
+# km_admin_key PLAN_NAME LIMITS_JSON FILE: a key on plan PLAN_NAME (made with LIMITS_JSON if
+# missing) through the admin API, kept in FILE in the state folder and reused while the
+# limiter still knows it. Prints the raw key. Needs the stack up and km_secrets loaded.
+km_admin_key() {
+	local plan_name=$1 limits=$2 file=$3 admin auth plan_id key="" code=""
+	admin="http://$(km_client_addr "$KEYMETER_ADMIN_LISTEN")"
+	auth="Authorization: Bearer $KEYMETER_BOOTSTRAP_ADMIN_TOKEN"
+	km_need_cmd python3 python3-minimal
+	# The bootstrap token is stored by key-admin in the background: wait until it works.
+	km_wait 15 curl -fsS -o /dev/null -H "$auth" "$admin/v1/plans?limit=1" ||
+		km_die "the admin API does not accept the bootstrap token (see $(km_rel "$KM_LOGS/key-admin.log"))"
+	plan_id=$(curl -fsS -H "$auth" "$admin/v1/plans?limit=100" |
+		python3 -c 'import json,sys; print(next((p["id"] for p in json.load(sys.stdin)["items"] if p["name"] == sys.argv[1]), ""))' "$plan_name")
+	if [[ -z $plan_id ]]; then
+		plan_id=$(curl -fsS -H "$auth" -H 'content-type: application/json' "$admin/v1/plans" \
+			-d "{\"name\":\"$plan_name\",\"limits\":$limits}" |
+			python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+		km_log "created plan $plan_name ($plan_id)" >&2
+	fi
+	[[ -f $file ]] && key=$(sed -n 's/^KEY=//p' "$file")
+	[[ -n $key ]] && code=$(km_peek "$key")
+	if [[ -z $key || $code == 401 ]]; then
+		key=$(curl -fsS -H "$auth" -H 'content-type: application/json' "$admin/v1/keys" \
+			-d "{\"plan_id\":\"$plan_id\",\"name\":\"$plan_name\",\"owner_id\":\"$plan_name\",\"prefix\":\"$plan_name\"}" |
+			python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+		(umask 077 && printf 'KEY=%s\n' "$key" >"$file")
+		km_log "created a $plan_name key (kept in $(km_rel "$file"))" >&2
+	fi
+	# The relay projects a new key into Redis within a moment.
+	km_wait 10 km_peek_ok "$key" ||
+		km_die "the limiter does not know the $plan_name key yet (see $(km_rel "$KM_LOGS/limiter.log"))"
+	printf '%s\n' "$key"
+}
+
+# km_peek KEY: the limiter's status for KEY at cost 0 (spends nothing).
+km_peek() {
+	curl -sS -o /dev/null -w '%{http_code}' -H "x-api-key: $1" -H 'x-keymeter-cost: 0' \
+		"http://$(km_client_addr "$KEYMETER_LIMITER_LISTEN")/v1/authorize"
+}
+
+km_peek_ok() { [[ $(km_peek "$1") == 200 ]]; }
