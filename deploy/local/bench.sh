@@ -21,9 +21,13 @@ BENCH_URL=$limiter BENCH_KEY=$key cargo bench -q -p limiter --bench check
 
 host=${KM_REDIS_HOSTS[0]}
 port=${KM_REDIS_PORTS[0]}
-sha=$(redis-cli -h "$host" -p "$port" --cluster call "$host:$port" SCRIPT LOAD "$(cat crates/storage/src/redis_cluster/lua/check.lua)" |
-	awk '/:/ {print $NF; exit}')
+script=crates/storage/src/redis_cluster/lua/check.lua
+# Load it on every master (the script starts with "--", which `--cluster call` reads as a flag).
+for master in $(redis-cli -h "$host" -p "$port" cluster nodes | awk '/master/ && !/fail/ {split($2, a, "@"); print a[1]}'); do
+	redis-cli -h "${master%:*}" -p "${master##*:}" -x SCRIPT LOAD <"$script" >/dev/null
+done
+sha=$(sha1sum "$script" | cut -d' ' -f1)
 km_log "bench: bare EVALSHA of the same script, redis-benchmark --cluster -c ${BENCH_CONNECTIONS:-50}"
 redis-benchmark -h "$host" -p "$port" --cluster -c "${BENCH_CONNECTIONS:-50}" -n 300000 -r 100000 -q \
 	EVALSHA "$sha" 2 'bench:{tag}:credits' 'bench:{tag}:limit:__rand_int__' 1 0 0 0 1 token_bucket 1000000000000 1000 1000000000000 |
-	tail -n 1
+	tr '\r' '\n' | tail -n 1
