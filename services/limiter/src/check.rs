@@ -9,6 +9,7 @@ use storage::redis_cluster::check::{self, CheckOutcome, CheckRequest, Verdict};
 use storage::redis_cluster::projection::{self, KeyLayout};
 use storage::redis_cluster::{RedisCluster, RedisClusterError};
 
+use crate::breaker::Breaker;
 use crate::key_cache::{Cached, KeyCache};
 use crate::settings::FailurePolicy;
 use crate::usage::UsageAggregator;
@@ -78,6 +79,7 @@ pub struct Checker {
     pub keys: Arc<KeyCache>,
     pub failure_policy: FailurePolicy,
     pub usage: Arc<UsageAggregator>,
+    pub breaker: Breaker,
 }
 
 impl Checker {
@@ -105,7 +107,13 @@ impl Checker {
         };
         let hash = self.pepper.hash_key(&key);
         let load = async {
-            let found = projection::get_key(&self.redis, &self.layout, hash.as_str()).await?;
+            if !self.breaker.allow() {
+                return Err(RedisClusterError::Config("circuit breaker open".into()));
+            }
+            let found = projection::get_key(&self.redis, &self.layout, hash.as_str())
+                .await
+                .inspect_err(|_| self.breaker.failed())?;
+            self.breaker.succeeded();
             Ok::<_, RedisClusterError>(match found {
                 Some(text) => match KeyRecord::decode(&text) {
                     Ok(record) => Cached::Known(Arc::new(record)),
@@ -154,8 +162,16 @@ impl Checker {
             limits: &record.limits,
             credits: record.credits.as_ref(),
         };
+        if !self.breaker.allow() {
+            return self.store_failed(&"circuit breaker open", Some(record));
+        }
         metrics::counter!("keymeter_check_scripts_total").increment(1);
-        match check::check(&self.redis, &self.layout, request).await {
+        let checked = check::check(&self.redis, &self.layout, request).await;
+        match &checked {
+            Ok(_) => self.breaker.succeeded(),
+            Err(_) => self.breaker.failed(),
+        }
+        match checked {
             Ok(outcome) => {
                 let code = match outcome.verdict {
                     Verdict::Allowed => Code::Ok,

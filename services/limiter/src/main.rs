@@ -1,5 +1,6 @@
 use std::sync::Arc;
 
+use limiter::breaker::Breaker;
 use limiter::check::Checker;
 use limiter::key_cache::KeyCache;
 use limiter::settings::{Cli, Command};
@@ -42,6 +43,10 @@ async fn main() -> anyhow::Result<()> {
         keys: Arc::clone(&keys),
         failure_policy: args.failure_policy,
         usage,
+        breaker: Breaker::new(
+            args.breaker_threshold,
+            Duration::from_millis(args.breaker_cool_down_ms),
+        ),
     });
     let shutdown = CancellationToken::new();
     let events = tokio::spawn(limiter::invalidation::run(

@@ -95,6 +95,20 @@ pub struct ServeArgs {
     /// This instance's name in usage batches (default: limiter-<pid>).
     #[arg(long = "instance", env = "KEYMETER_INSTANCE")]
     pub instance: Option<String>,
+    /// Redis failures in a row that open the circuit breaker.
+    #[arg(
+        long = "breaker-threshold",
+        env = "KEYMETER_BREAKER_THRESHOLD",
+        default_value_t = 5
+    )]
+    pub breaker_threshold: u32,
+    /// How long the open breaker answers by the failure policy before probing Redis again.
+    #[arg(
+        long = "breaker-cool-down-ms",
+        env = "KEYMETER_BREAKER_COOL_DOWN_MS",
+        default_value_t = 1000
+    )]
+    pub breaker_cool_down_ms: u64,
     #[command(flatten)]
     pub redis: RedisArgs,
     #[command(flatten)]

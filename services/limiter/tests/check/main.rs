@@ -20,6 +20,7 @@ use storage::redis_cluster::{RedisCluster, RedisSettings};
 use uuid::Uuid;
 
 struct TestLimiter {
+    checker: Arc<Checker>,
     base: String,
     redis: RedisCluster,
     layout: KeyLayout,
@@ -57,17 +58,19 @@ impl TestLimiter {
             )),
             failure_policy: policy,
             usage: Arc::new(limiter::usage::UsageAggregator::default()),
+            breaker: limiter::breaker::Breaker::new(3, Duration::from_secs(60)),
         });
         let (server, addr) = service_kit::server::bind(
             "limiter",
             "127.0.0.1:0".parse().unwrap(),
             Readiness::new(),
-            limiter::routes::configure(checker, deny),
+            limiter::routes::configure(Arc::clone(&checker), deny),
         )
         .unwrap();
         let handle = server.handle();
         tokio::spawn(server);
         Self {
+            checker,
             base: format!("http://{addr}"),
             redis,
             layout,
@@ -327,6 +330,14 @@ async fn a_malformed_key_needs_no_redis_and_an_outage_is_never_401() {
     let open = TestLimiter::start(down, FailurePolicy::Open, DenyStatus::Native).await;
     let (status, headers, body) = open.check(json!({"key": well_formed})).await;
     assert_eq!((status, body["code"].as_str().unwrap()), (200, "OK"));
+    assert_eq!(headers["x-keymeter-degraded"], "redis-unavailable");
+    // Three failures in a row open the breaker: from then on Redis is not even tried.
+    for _ in 0..3 {
+        open.check(json!({"key": well_formed})).await;
+    }
+    assert_eq!(open.checker.breaker.state(), limiter::breaker::State::Open);
+    let (status, headers, _) = open.check(json!({"key": well_formed})).await;
+    assert_eq!(status, 200);
     assert_eq!(headers["x-keymeter-degraded"], "redis-unavailable");
     open.server.stop(true).await;
 }

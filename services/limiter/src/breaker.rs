@@ -1,0 +1,140 @@
+//! A circuit breaker in front of Redis: after `threshold` failures in a row it opens for
+//! `cool_down`, and checks are answered at once by the failure policy instead of each
+//! waiting out the Redis timeout. After the cool-down one check is let through (half-open):
+//! its success closes the breaker, its failure opens it again.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+#[derive(Debug)]
+struct Inner {
+    failures: u32,
+    open_until: Option<Instant>,
+    probing: bool,
+}
+
+#[derive(Debug)]
+pub struct Breaker {
+    threshold: u32,
+    cool_down: Duration,
+    inner: Mutex<Inner>,
+}
+
+impl Breaker {
+    pub fn new(threshold: u32, cool_down: Duration) -> Self {
+        Self {
+            threshold: threshold.max(1),
+            cool_down,
+            inner: Mutex::new(Inner {
+                failures: 0,
+                open_until: None,
+                probing: false,
+            }),
+        }
+    }
+
+    /// Whether a call to Redis may go ahead now.
+    pub fn allow(&self) -> bool {
+        let Ok(mut inner) = self.inner.lock() else {
+            return true;
+        };
+        match inner.open_until {
+            None => true,
+            Some(until) if Instant::now() < until => false,
+            Some(_) if inner.probing => false,
+            Some(_) => {
+                inner.probing = true;
+                true
+            }
+        }
+    }
+
+    pub fn succeeded(&self) {
+        if let Ok(mut inner) = self.inner.lock() {
+            if inner.open_until.is_some() {
+                tracing::info!("redis answers again: circuit breaker closed");
+            }
+            *inner = Inner {
+                failures: 0,
+                open_until: None,
+                probing: false,
+            };
+        }
+        metrics::gauge!("keymeter_breaker_open").set(0.0);
+    }
+
+    pub fn failed(&self) {
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        inner.failures += 1;
+        if inner.probing || inner.failures >= self.threshold {
+            if inner.open_until.is_none() {
+                tracing::warn!(failures = inner.failures, "circuit breaker opened");
+            }
+            inner.open_until = Some(Instant::now() + self.cool_down);
+            inner.probing = false;
+            metrics::gauge!("keymeter_breaker_open").set(1.0);
+        }
+    }
+
+    pub fn state(&self) -> State {
+        let Ok(inner) = self.inner.lock() else {
+            return State::Closed;
+        };
+        match inner.open_until {
+            None => State::Closed,
+            Some(until) if Instant::now() < until => State::Open,
+            Some(_) => State::HalfOpen,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_after_the_threshold_and_probes_after_the_cool_down() {
+        let breaker = Breaker::new(3, Duration::from_millis(30));
+        for _ in 0..2 {
+            assert!(breaker.allow());
+            breaker.failed();
+        }
+        assert_eq!(breaker.state(), State::Closed);
+        breaker.failed();
+        assert_eq!(breaker.state(), State::Open);
+        assert!(!breaker.allow(), "open: no call");
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(breaker.state(), State::HalfOpen);
+        assert!(breaker.allow(), "one probe");
+        assert!(!breaker.allow(), "only one probe at a time");
+        breaker.failed();
+        assert_eq!(
+            breaker.state(),
+            State::Open,
+            "a failed probe opens it again"
+        );
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(breaker.allow());
+        breaker.succeeded();
+        assert_eq!(breaker.state(), State::Closed);
+        assert!(breaker.allow());
+    }
+
+    #[test]
+    fn a_success_resets_the_count() {
+        let breaker = Breaker::new(2, Duration::from_secs(60));
+        breaker.failed();
+        breaker.succeeded();
+        breaker.failed();
+        assert_eq!(breaker.state(), State::Closed);
+    }
+}
