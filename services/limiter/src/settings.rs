@@ -95,7 +95,8 @@ pub struct ServeArgs {
     /// This instance's name in usage batches (default: limiter-<pid>).
     #[arg(long = "instance", env = "KEYMETER_INSTANCE")]
     pub instance: Option<String>,
-    /// Redis failures in a row that open the circuit breaker.
+    /// Redis failures in a row that open the circuit breaker. Concurrent misses of one key
+    /// share one Redis read, so one failure may stand for many waiting checks.
     #[arg(
         long = "breaker-threshold",
         env = "KEYMETER_BREAKER_THRESHOLD",
