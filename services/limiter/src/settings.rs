@@ -100,7 +100,7 @@ pub struct ServeArgs {
     #[arg(
         long = "breaker-threshold",
         env = "KEYMETER_BREAKER_THRESHOLD",
-        default_value_t = 5
+        default_value_t = 2
     )]
     pub breaker_threshold: u32,
     /// How long the open breaker answers by the failure policy before probing Redis again.
