@@ -2,16 +2,14 @@
 //! A shadow key with the same limits and the same history is asked through the script
 //! directly: whenever the limiter refuses from its cache, the shadow must be refused too.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use domain::events::V1;
-use domain::{Algorithm, ApiKey, KeyPrefix, KeyRecord, Limit, Pepper};
+use domain::{Algorithm, Limit};
 use serde_json::json;
 use storage::redis_cluster::check::{CheckRequest, Verdict, check};
-use storage::redis_cluster::projection::{self, KeyLayout};
+use storage::redis_cluster::projection::KeyLayout;
 use storage::redis_cluster::{RedisCluster, RedisSettings};
-use test_support::{ServiceProcess, TEST_PEPPER, free_port, service_command};
+use test_support::ServiceProcess;
 use uuid::Uuid;
 
 fn metric(text: &str, name: &str) -> f64 {
@@ -25,19 +23,7 @@ fn metric(text: &str, name: &str) -> f64 {
 async fn cached_refusals_hold_exactly_while_redis_would_refuse() {
     let redis = RedisCluster::new(RedisSettings::new(test_support::redis_nodes())).unwrap();
     let layout = KeyLayout::new(format!("d{}", test_support::unique_name()));
-    let pepper = Pepper::from_hex(TEST_PEPPER).unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut command = service_command(crate::BINARY);
-    command
-        .arg("serve")
-        .env("KEYMETER_LIMITER_LISTEN", addr.to_string())
-        .env(
-            "KEYMETER_REDIS_NODES",
-            test_support::redis_nodes().join(","),
-        )
-        .env("KEYMETER_REDIS_PREFIX", layout.prefix())
-        .env("KEYMETER_AMQP_URL", test_support::amqp_url())
-        .env("KEYMETER_PEPPER", TEST_PEPPER);
+    let (command, addr) = crate::serve_under(&layout);
     let limiter = ServiceProcess::start(command, addr).await;
     let client = reqwest::Client::new();
     let mut checks = 0.0;
@@ -55,28 +41,7 @@ async fn cached_refusals_hold_exactly_while_redis_would_refuse() {
             window_ms: 700,
             burst: None,
         }];
-        let key = ApiKey::generate(&KeyPrefix::default());
-        let record = KeyRecord {
-            v: V1,
-            key_id: Uuid::now_v7(),
-            plan_id: Uuid::now_v7(),
-            owner_id: None,
-            enabled: true,
-            revoked: false,
-            expires_at: None,
-            limits: limits.clone(),
-            credits: None,
-            metadata: json!({}),
-        };
-        projection::put_key(
-            &redis,
-            &layout,
-            &record,
-            pepper.hash_key(&key).as_str(),
-            None,
-        )
-        .await
-        .unwrap();
+        let (key, _) = crate::put_key(&redis, &layout, limits.clone()).await;
         let shadow = CheckRequest {
             key_id: Uuid::now_v7(),
             cost: 1,

@@ -14,6 +14,46 @@ use test_support::{ServiceProcess, TEST_PEPPER, free_port, run_to_exit, service_
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_limiter");
 
+/// A key whose record is written into the projection under `layout`, as key-admin's relay
+/// would write it, with these limits.
+pub async fn put_key(
+    redis: &storage::redis_cluster::RedisCluster,
+    layout: &storage::redis_cluster::KeyLayout,
+    limits: Vec<domain::Limit>,
+) -> (domain::ApiKey, uuid::Uuid) {
+    let pepper = domain::Pepper::from_hex(TEST_PEPPER).unwrap();
+    let key = domain::ApiKey::generate(&domain::KeyPrefix::default());
+    let record = domain::KeyRecord {
+        v: domain::events::V1,
+        key_id: uuid::Uuid::now_v7(),
+        plan_id: uuid::Uuid::now_v7(),
+        owner_id: None,
+        enabled: true,
+        revoked: false,
+        expires_at: None,
+        limits,
+        credits: None,
+        metadata: serde_json::json!({}),
+    };
+    storage::redis_cluster::projection::put_key(
+        redis,
+        layout,
+        &record,
+        pepper.hash_key(&key).as_str(),
+        None,
+    )
+    .await
+    .unwrap();
+    (key, record.key_id)
+}
+
+/// `limiter serve` on a free port reading keys under `layout`'s prefix.
+pub fn serve_under(layout: &storage::redis_cluster::KeyLayout) -> (Command, SocketAddr) {
+    let (mut command, addr) = serve_command();
+    command.env("KEYMETER_REDIS_PREFIX", layout.prefix());
+    (command, addr)
+}
+
 fn serve_command() -> (Command, SocketAddr) {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut command = service_command(BINARY);

@@ -5,14 +5,11 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use domain::events::V1;
-use domain::{Algorithm, ApiKey, KeyPrefix, KeyRecord, Limit, Pepper};
-use serde_json::json;
-use storage::redis_cluster::projection::{self, KeyLayout};
+use domain::{Algorithm, ApiKey, KeyPrefix, Limit};
+use storage::redis_cluster::projection::KeyLayout;
 use storage::redis_cluster::{RedisCluster, RedisSettings};
-use test_support::{ServiceProcess, TEST_PEPPER, free_port, service_command};
+use test_support::{ServiceProcess, free_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use uuid::Uuid;
 
 /// Answers every request 200 with the key id nginx passed on.
 async fn upstream() -> SocketAddr {
@@ -115,50 +112,20 @@ http {{
 async fn nginx_auth_request_lets_allowed_requests_through_and_refuses_the_rest() {
     let redis = RedisCluster::new(RedisSettings::new(test_support::redis_nodes())).unwrap();
     let layout = KeyLayout::new(format!("n{}", test_support::unique_name()));
-    let pepper = Pepper::from_hex(TEST_PEPPER).unwrap();
-    let key = ApiKey::generate(&KeyPrefix::default());
-    let key_id = Uuid::now_v7();
-    let record = KeyRecord {
-        v: V1,
-        key_id,
-        plan_id: Uuid::now_v7(),
-        owner_id: None,
-        enabled: true,
-        revoked: false,
-        expires_at: None,
-        limits: vec![Limit {
+    let (key, key_id) = crate::put_key(
+        &redis,
+        &layout,
+        vec![Limit {
             name: "m".into(),
             algorithm: Algorithm::FixedWindow,
             limit: 3,
             window_ms: 3_600_000,
             burst: None,
         }],
-        credits: None,
-        metadata: json!({}),
-    };
-    projection::put_key(
-        &redis,
-        &layout,
-        &record,
-        pepper.hash_key(&key).as_str(),
-        None,
     )
-    .await
-    .unwrap();
-
-    let limiter_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut command = service_command(crate::BINARY);
-    command
-        .arg("serve")
-        .env("KEYMETER_LIMITER_LISTEN", limiter_addr.to_string())
-        .env(
-            "KEYMETER_REDIS_NODES",
-            test_support::redis_nodes().join(","),
-        )
-        .env("KEYMETER_REDIS_PREFIX", layout.prefix())
-        .env("KEYMETER_AMQP_URL", test_support::amqp_url())
-        .env("KEYMETER_PEPPER", TEST_PEPPER)
-        .env("KEYMETER_AUTHORIZE_DENY_STATUS", "forbidden");
+    .await;
+    let (mut command, limiter_addr) = crate::serve_under(&layout);
+    command.env("KEYMETER_AUTHORIZE_DENY_STATUS", "forbidden");
     let _limiter = ServiceProcess::start(command, limiter_addr).await;
     let upstream_addr = upstream().await;
     let dir = std::env::temp_dir().join(format!("keymeter-nginx-{}", test_support::unique_name()));

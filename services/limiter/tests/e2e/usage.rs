@@ -1,66 +1,34 @@
 //! Usage leaves the limiter as batches on RabbitMQ, and a SIGTERM flushes what is counted.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use domain::events::V1;
-use domain::{Algorithm, ApiKey, KeyPrefix, KeyRecord, Limit, Pepper, UsageBatch};
+use domain::{Algorithm, Limit, UsageBatch};
 use futures_util::StreamExt;
 use serde_json::json;
-use storage::redis_cluster::projection::{self, KeyLayout};
+use storage::redis_cluster::projection::KeyLayout;
 use storage::redis_cluster::{RedisCluster, RedisSettings};
-use test_support::{ServiceProcess, TEST_PEPPER, TestRabbit, free_port, service_command};
-use uuid::Uuid;
+use test_support::{ServiceProcess, TestRabbit};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_publishes_every_counted_request_exactly() {
     let rabbit = TestRabbit::declared().await;
     let redis = RedisCluster::new(RedisSettings::new(test_support::redis_nodes())).unwrap();
     let layout = KeyLayout::new(format!("u{}", test_support::unique_name()));
-    let pepper = Pepper::from_hex(TEST_PEPPER).unwrap();
-    let key = ApiKey::generate(&KeyPrefix::default());
-    let key_id = Uuid::now_v7();
-    let record = KeyRecord {
-        v: V1,
-        key_id,
-        plan_id: Uuid::now_v7(),
-        owner_id: None,
-        enabled: true,
-        revoked: false,
-        expires_at: None,
-        limits: vec![Limit {
+    let (key, key_id) = crate::put_key(
+        &redis,
+        &layout,
+        vec![Limit {
             name: "m".into(),
             algorithm: Algorithm::FixedWindow,
             limit: 30,
             window_ms: 3_600_000,
             burst: None,
         }],
-        credits: None,
-        metadata: json!({}),
-    };
-    projection::put_key(
-        &redis,
-        &layout,
-        &record,
-        pepper.hash_key(&key).as_str(),
-        None,
     )
-    .await
-    .unwrap();
-
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut command = service_command(crate::BINARY);
+    .await;
+    let (mut command, addr) = crate::serve_under(&layout);
     command
-        .arg("serve")
-        .env("KEYMETER_LIMITER_LISTEN", addr.to_string())
-        .env(
-            "KEYMETER_REDIS_NODES",
-            test_support::redis_nodes().join(","),
-        )
-        .env("KEYMETER_REDIS_PREFIX", layout.prefix())
-        .env("KEYMETER_AMQP_URL", test_support::amqp_url())
         .env("KEYMETER_AMQP_PREFIX", rabbit.topology_prefix())
-        .env("KEYMETER_PEPPER", TEST_PEPPER)
         .env("KEYMETER_INSTANCE", "usage-test")
         // Only the flush at shutdown can publish within this test.
         .env("KEYMETER_USAGE_FLUSH_MS", "600000");
