@@ -64,7 +64,12 @@ impl Fleet {
             prefix,
             admin,
             limiters: started,
-            client: reqwest::Client::new(),
+            // Below actix's 5 s keep-alive: a connection idle while the test waits for a
+            // window edge must not be reused just as the server closes it.
+            client: reqwest::Client::builder()
+                .pool_idle_timeout(Duration::from_secs(1))
+                .build()
+                .unwrap(),
         };
         // The bootstrap token is stored in the background; the limiters bind their event
         // queues right after start. Wait for both.
