@@ -539,6 +539,7 @@ km_redis_up() {
 		redis-server --port "$p" --bind "$(km_local_ip "$h")" \
 			--cluster-enabled yes --cluster-config-file "$dir/nodes.conf" "${bus_args[@]}" \
 			--cluster-node-timeout 2000 --dir "$dir" --daemonize yes \
+			--cluster-require-full-coverage no \
 			--save "" --appendonly no \
 			--logfile "$KM_LOGS/redis-$p.log" --pidfile "$dir/redis.pid" >/dev/null 9>&- ||
 			km_die "redis-server on $h:$p did not start (log: $(km_rel "$KM_LOGS/redis-$p.log"))"

@@ -5,11 +5,13 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod database;
+mod isolation;
 mod process;
 mod rabbit;
 mod redis;
 
 pub use database::TestDb;
+pub use isolation::Isolation;
 pub use process::{ServiceProcess, free_port, run_to_exit, service_command, workspace_binary};
 pub use rabbit::TestRabbit;
 pub use redis::{TestRedis, cluster_masters, delete_prefix, dump_prefix};

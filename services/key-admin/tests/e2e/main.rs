@@ -10,13 +10,14 @@ mod serve;
 use std::net::SocketAddr;
 use std::process::Command;
 
-use test_support::{TEST_PEPPER, TestDb, free_port, service_command};
+use test_support::{Isolation, TEST_PEPPER, TestDb, free_port, service_command};
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_key-admin");
 pub const BOOTSTRAP_TOKEN: &str = "bootstrap-token-for-tests-0123456789abcdef";
 
-/// `key-admin serve` on a free port against the test's own schema.
-pub fn serve_command(db: &TestDb) -> (Command, SocketAddr) {
+/// `key-admin serve` on a free port against the test's own schema, Redis prefix and
+/// RabbitMQ names.
+pub fn serve_command(db: &TestDb, isolation: &Isolation) -> (Command, SocketAddr) {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut command = service_command(BINARY);
     command
@@ -30,5 +31,6 @@ pub fn serve_command(db: &TestDb) -> (Command, SocketAddr) {
         .env("KEYMETER_AMQP_URL", test_support::amqp_url())
         .env("KEYMETER_PEPPER", TEST_PEPPER)
         .env("KEYMETER_BOOTSTRAP_ADMIN_TOKEN", BOOTSTRAP_TOKEN);
+    isolation.apply(&mut command);
     (command, addr)
 }

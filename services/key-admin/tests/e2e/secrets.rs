@@ -7,7 +7,7 @@ use diesel_async::RunQueryDsl;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use storage::redis_cluster::{RedisCluster, RedisSettings};
-use test_support::{ServiceProcess, TEST_PEPPER, TestDb, TestRabbit};
+use test_support::{Isolation, ServiceProcess, TEST_PEPPER, TestDb};
 
 use crate::{BOOTSTRAP_TOKEN, serve_command};
 
@@ -45,17 +45,15 @@ async fn all_rows(db: &TestDb) -> String {
 #[tokio::test]
 async fn raw_keys_and_the_pepper_are_in_no_table_redis_value_event_or_log_line() {
     let db = TestDb::migrated().await;
-    let rabbit = TestRabbit::declared().await;
-    let mut events = rabbit.subscribe_key_events().await;
-    let prefix = format!("s{}", test_support::unique_name());
+    let isolation = Isolation::new().await;
+    let mut events = isolation.rabbit.subscribe_key_events().await;
+    let prefix = isolation.redis_prefix.clone();
     let log_path = std::env::temp_dir().join(format!("key-admin-{prefix}.log"));
     let log_file = std::fs::File::create(&log_path).unwrap();
 
-    let (mut command, addr) = serve_command(&db);
+    let (mut command, addr) = serve_command(&db, &isolation);
     command
         .env("KEYMETER_LOG", "debug")
-        .env("KEYMETER_REDIS_PREFIX", &prefix)
-        .env("KEYMETER_AMQP_PREFIX", rabbit.topology_prefix())
         .stderr(Stdio::from(log_file));
     let service = ServiceProcess::start_with_own_stderr(command, addr).await;
     let client = reqwest::Client::new();
@@ -175,7 +173,6 @@ async fn raw_keys_and_the_pepper_are_in_no_table_redis_value_event_or_log_line()
             "a secret is in the log"
         );
     }
-    test_support::delete_prefix(&redis, &prefix).await;
-    rabbit.cleanup().await;
+    isolation.cleanup().await;
     let _ = std::fs::remove_file(&log_path);
 }

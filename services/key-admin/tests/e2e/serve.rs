@@ -2,7 +2,7 @@ use diesel::QueryableByName;
 use diesel::sql_types::{Array, Text};
 use diesel_async::RunQueryDsl;
 use domain::Pepper;
-use test_support::{ServiceProcess, TEST_PEPPER, TestDb};
+use test_support::{Isolation, ServiceProcess, TEST_PEPPER, TestDb};
 
 use crate::{BOOTSTRAP_TOKEN, serve_command};
 
@@ -25,7 +25,8 @@ async fn stored_tokens(db: &TestDb) -> Vec<TokenRow> {
 #[tokio::test]
 async fn serves_health_readiness_and_metrics_then_stops_on_sigterm() {
     let db = TestDb::migrated().await;
-    let (command, addr) = serve_command(&db);
+    let isolation = Isolation::new().await;
+    let (command, addr) = serve_command(&db, &isolation);
     let service = ServiceProcess::start(command, addr).await;
     let client = reqwest::Client::new();
 
@@ -50,13 +51,15 @@ async fn serves_health_readiness_and_metrics_then_stops_on_sigterm() {
 
     let status = service.terminate().await;
     assert!(status.success(), "graceful exit on SIGTERM, got {status}");
+    isolation.cleanup().await;
 }
 
 #[tokio::test]
 async fn stores_the_bootstrap_token_hashed_and_only_once() {
     let db = TestDb::migrated().await;
+    let isolation = Isolation::new().await;
     for _ in 0..2 {
-        let (command, addr) = serve_command(&db);
+        let (command, addr) = serve_command(&db, &isolation);
         let service = ServiceProcess::start(command, addr).await;
         // Stored by a background task: wait for it before stopping.
         for _ in 0..100 {
@@ -80,10 +83,16 @@ async fn stores_the_bootstrap_token_hashed_and_only_once() {
     );
     assert_ne!(tokens[0].token_hash, BOOTSTRAP_TOKEN);
     assert_eq!(tokens[0].scopes, vec!["admin"]);
+    isolation.cleanup().await;
 }
 
-async fn readiness_with(db: &TestDb, name: &str, value: &str) -> (u16, serde_json::Value) {
-    let (mut command, addr) = serve_command(db);
+async fn readiness_with(
+    db: &TestDb,
+    isolation: &Isolation,
+    name: &str,
+    value: &str,
+) -> (u16, serde_json::Value) {
+    let (mut command, addr) = serve_command(db, isolation);
     command.env(name, value);
     let service = ServiceProcess::start(command, addr).await;
     let response = reqwest::get(service.url("/readyz")).await.unwrap();
@@ -94,6 +103,7 @@ async fn readiness_with(db: &TestDb, name: &str, value: &str) -> (u16, serde_jso
 #[tokio::test]
 async fn readyz_names_the_store_that_does_not_answer() {
     let db = TestDb::migrated().await;
+    let isolation = Isolation::new().await;
     // Port 1 on loopback: nothing listens there.
     for (setting, value, store) in [
         ("KEYMETER_REDIS_NODES", "redis://127.0.0.1:1", "redis"),
@@ -108,9 +118,10 @@ async fn readyz_names_the_store_that_does_not_answer() {
             "postgres",
         ),
     ] {
-        let (status, body) = readiness_with(&db, setting, value).await;
+        let (status, body) = readiness_with(&db, &isolation, setting, value).await;
         assert_eq!(status, 503, "{store}: {body}");
         assert_eq!(body["failing"], serde_json::json!([store]), "{body}");
         assert_eq!(body["status"], "unavailable");
     }
+    isolation.cleanup().await;
 }

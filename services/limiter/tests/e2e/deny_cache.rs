@@ -22,8 +22,9 @@ fn metric(text: &str, name: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_refusals_hold_exactly_while_redis_would_refuse() {
     let redis = RedisCluster::new(RedisSettings::new(test_support::redis_nodes())).unwrap();
-    let layout = KeyLayout::new(format!("d{}", test_support::unique_name()));
-    let (command, addr) = crate::serve_under(&layout);
+    let isolation = test_support::Isolation::new().await;
+    let layout = KeyLayout::new(isolation.redis_prefix.clone());
+    let (command, addr) = crate::serve_isolated(&isolation);
     let limiter = ServiceProcess::start(command, addr).await;
     let client = reqwest::Client::new();
     let mut checks = 0.0;
@@ -130,5 +131,5 @@ async fn cached_refusals_hold_exactly_while_redis_would_refuse() {
         "every check either ran the script or was a cached refusal"
     );
     drop(limiter);
-    test_support::delete_prefix(&redis, layout.prefix()).await;
+    isolation.cleanup().await;
 }

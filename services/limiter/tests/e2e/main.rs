@@ -10,7 +10,9 @@ mod fleet;
 mod nginx;
 mod usage;
 
-use test_support::{ServiceProcess, TEST_PEPPER, free_port, run_to_exit, service_command};
+use test_support::{
+    Isolation, ServiceProcess, TEST_PEPPER, free_port, run_to_exit, service_command,
+};
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_limiter");
 
@@ -47,10 +49,10 @@ pub async fn put_key(
     (key, record.key_id)
 }
 
-/// `limiter serve` on a free port reading keys under `layout`'s prefix.
-pub fn serve_under(layout: &storage::redis_cluster::KeyLayout) -> (Command, SocketAddr) {
+/// `limiter serve` on a free port with the test's own Redis prefix and RabbitMQ names.
+pub fn serve_isolated(isolation: &Isolation) -> (Command, SocketAddr) {
     let (mut command, addr) = serve_command();
-    command.env("KEYMETER_REDIS_PREFIX", layout.prefix());
+    isolation.apply(&mut command);
     (command, addr)
 }
 
@@ -71,7 +73,8 @@ fn serve_command() -> (Command, SocketAddr) {
 
 #[tokio::test]
 async fn ready_with_the_cluster_and_rabbitmq_then_stops_on_sigterm() {
-    let (command, addr) = serve_command();
+    let isolation = Isolation::new().await;
+    let (command, addr) = serve_isolated(&isolation);
     let service = ServiceProcess::start(command, addr).await;
     let ready = reqwest::get(service.url("/readyz")).await.unwrap();
     assert_eq!(ready.status(), 200);
@@ -88,11 +91,13 @@ async fn ready_with_the_cluster_and_rabbitmq_then_stops_on_sigterm() {
         .unwrap();
     assert!(metrics.contains(r#"service="limiter""#), "{metrics}");
     assert!(service.terminate().await.success());
+    isolation.cleanup().await;
 }
 
 #[tokio::test]
 async fn readyz_is_503_naming_redis_when_the_cluster_is_away() {
-    let (mut command, addr) = serve_command();
+    let isolation = Isolation::new().await;
+    let (mut command, addr) = serve_isolated(&isolation);
     command.env("KEYMETER_REDIS_NODES", "redis://127.0.0.1:1");
     let service = ServiceProcess::start(command, addr).await;
     let ready = reqwest::get(service.url("/readyz")).await.unwrap();

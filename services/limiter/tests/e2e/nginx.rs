@@ -111,7 +111,8 @@ http {{
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_auth_request_lets_allowed_requests_through_and_refuses_the_rest() {
     let redis = RedisCluster::new(RedisSettings::new(test_support::redis_nodes())).unwrap();
-    let layout = KeyLayout::new(format!("n{}", test_support::unique_name()));
+    let isolation = test_support::Isolation::new().await;
+    let layout = KeyLayout::new(isolation.redis_prefix.clone());
     let (key, key_id) = crate::put_key(
         &redis,
         &layout,
@@ -124,7 +125,7 @@ async fn nginx_auth_request_lets_allowed_requests_through_and_refuses_the_rest()
         }],
     )
     .await;
-    let (mut command, limiter_addr) = crate::serve_under(&layout);
+    let (mut command, limiter_addr) = crate::serve_isolated(&isolation);
     command.env("KEYMETER_AUTHORIZE_DENY_STATUS", "forbidden");
     let _limiter = ServiceProcess::start(command, limiter_addr).await;
     let upstream_addr = upstream().await;
@@ -177,6 +178,6 @@ async fn nginx_auth_request_lets_allowed_requests_through_and_refuses_the_rest()
         "unknown key"
     );
 
-    test_support::delete_prefix(&redis, layout.prefix()).await;
+    isolation.cleanup().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

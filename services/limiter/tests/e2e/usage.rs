@@ -7,13 +7,14 @@ use futures_util::StreamExt;
 use serde_json::json;
 use storage::redis_cluster::projection::KeyLayout;
 use storage::redis_cluster::{RedisCluster, RedisSettings};
-use test_support::{ServiceProcess, TestRabbit};
+use test_support::ServiceProcess;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_publishes_every_counted_request_exactly() {
-    let rabbit = TestRabbit::declared().await;
+    let isolation = test_support::Isolation::new().await;
+    let rabbit = &isolation.rabbit;
     let redis = RedisCluster::new(RedisSettings::new(test_support::redis_nodes())).unwrap();
-    let layout = KeyLayout::new(format!("u{}", test_support::unique_name()));
+    let layout = KeyLayout::new(isolation.redis_prefix.clone());
     let (key, key_id) = crate::put_key(
         &redis,
         &layout,
@@ -26,9 +27,8 @@ async fn sigterm_publishes_every_counted_request_exactly() {
         }],
     )
     .await;
-    let (mut command, addr) = crate::serve_under(&layout);
+    let (mut command, addr) = crate::serve_isolated(&isolation);
     command
-        .env("KEYMETER_AMQP_PREFIX", rabbit.topology_prefix())
         .env("KEYMETER_INSTANCE", "usage-test")
         // Only the flush at shutdown can publish within this test.
         .env("KEYMETER_USAGE_FLUSH_MS", "600000");
@@ -80,6 +80,5 @@ async fn sigterm_publishes_every_counted_request_exactly() {
             (a + e.allowed, d + e.denied, c + e.cost)
         });
     assert_eq!((a, d, c), (15, 35, 30));
-    test_support::delete_prefix(&redis, layout.prefix()).await;
-    rabbit.cleanup().await;
+    isolation.cleanup().await;
 }

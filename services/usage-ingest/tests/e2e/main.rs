@@ -5,11 +5,11 @@
 use std::net::SocketAddr;
 use std::process::Command;
 
-use test_support::{ServiceProcess, TestDb, free_port, run_to_exit, service_command};
+use test_support::{Isolation, ServiceProcess, TestDb, free_port, run_to_exit, service_command};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_usage-ingest");
 
-fn serve_command(db: &TestDb) -> (Command, SocketAddr) {
+fn serve_command(db: &TestDb, isolation: &Isolation) -> (Command, SocketAddr) {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut command = service_command(BINARY);
     command
@@ -17,13 +17,15 @@ fn serve_command(db: &TestDb) -> (Command, SocketAddr) {
         .env("KEYMETER_INGEST_LISTEN", addr.to_string())
         .env("KEYMETER_DATABASE_URL", &db.url)
         .env("KEYMETER_AMQP_URL", test_support::amqp_url());
+    isolation.apply(&mut command);
     (command, addr)
 }
 
 #[tokio::test]
 async fn ready_with_postgres_and_rabbitmq_then_stops_on_sigterm() {
     let db = TestDb::migrated().await;
-    let (command, addr) = serve_command(&db);
+    let isolation = Isolation::new().await;
+    let (command, addr) = serve_command(&db, &isolation);
     let service = ServiceProcess::start(command, addr).await;
     let ready = reqwest::get(service.url("/readyz")).await.unwrap();
     assert_eq!(ready.status(), 200);
@@ -33,18 +35,22 @@ async fn ready_with_postgres_and_rabbitmq_then_stops_on_sigterm() {
         serde_json::json!({"postgres": "ok", "rabbitmq": "ok"})
     );
     assert!(service.terminate().await.success());
+    isolation.cleanup().await;
 }
 
 #[tokio::test]
 async fn readyz_is_503_naming_rabbitmq_when_the_broker_is_away() {
     let db = TestDb::migrated().await;
-    let (mut command, addr) = serve_command(&db);
+    let isolation = Isolation::new().await;
+    let (mut command, addr) = serve_command(&db, &isolation);
     command.env("KEYMETER_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f");
     let service = ServiceProcess::start(command, addr).await;
     let ready = reqwest::get(service.url("/readyz")).await.unwrap();
     assert_eq!(ready.status(), 503);
     let body: serde_json::Value = ready.json().await.unwrap();
     assert_eq!(body["failing"], serde_json::json!(["rabbitmq"]));
+    drop(service);
+    isolation.cleanup().await;
 }
 
 #[test]
