@@ -65,8 +65,8 @@ const ALL: [Algorithm; 4] = [
 async fn each_algorithm_allows_its_limit_then_refuses_with_a_retry_time() {
     for algorithm in ALL {
         let f = Fixture::new();
-        // 5 per 100 s: no refill or window change can happen during the test.
-        let limits = [limit("l", algorithm, 5, 100_000)];
+        // 5 per hour: a refill or a window change during the test is all but impossible.
+        let limits = [limit("l", algorithm, 5, 3_600_000)];
         for expected_remaining in (0..5).rev() {
             let outcome = f.run(&limits, 1, None).await;
             assert_eq!(outcome.verdict, Verdict::Allowed, "{algorithm:?}");
@@ -79,7 +79,7 @@ async fn each_algorithm_allows_its_limit_then_refuses_with_a_retry_time() {
         assert_eq!(refused.verdict, Verdict::RateLimited, "{algorithm:?}");
         assert_eq!(refused.limits[0].remaining, 0);
         assert!(
-            refused.retry_after_ms > 0 && refused.retry_after_ms <= 100_000,
+            refused.retry_after_ms > 0 && refused.retry_after_ms <= 3_600_000,
             "{algorithm:?}: {refused:?}"
         );
         assert!(refused.now_ms > 1_700_000_000_000, "Redis time in ms");
@@ -91,8 +91,8 @@ async fn each_algorithm_allows_its_limit_then_refuses_with_a_retry_time() {
 async fn a_refused_check_consumes_nothing_from_any_limit() {
     let f = Fixture::new();
     let limits = [
-        limit("wide", Algorithm::FixedWindow, 10, 100_000),
-        limit("narrow", Algorithm::SlidingLog, 2, 100_000),
+        limit("wide", Algorithm::FixedWindow, 10, 3_600_000),
+        limit("narrow", Algorithm::SlidingLog, 2, 3_600_000),
     ];
     f.run(&limits, 1, None).await;
     f.run(&limits, 1, None).await;
@@ -111,7 +111,7 @@ async fn a_refused_check_consumes_nothing_from_any_limit() {
 async fn cost_counts_units() {
     for algorithm in ALL {
         let f = Fixture::new();
-        let limits = [limit("l", algorithm, 5, 100_000)];
+        let limits = [limit("l", algorithm, 5, 3_600_000)];
         assert_eq!(f.run(&limits, 3, None).await.verdict, Verdict::Allowed);
         assert_eq!(
             f.run(&limits, 3, None).await.verdict,
@@ -215,7 +215,7 @@ async fn a_rate_limit_refusal_spends_no_credits() {
         .await
         .unwrap();
     let credits = CreditsConfig { refill: None };
-    let limits = [limit("l", Algorithm::FixedWindow, 1, 100_000)];
+    let limits = [limit("l", Algorithm::FixedWindow, 1, 3_600_000)];
     assert_eq!(
         f.run(&limits, 1, Some(&credits)).await.credits_remaining,
         Some(99)
@@ -230,7 +230,7 @@ async fn a_rate_limit_refusal_spends_no_credits() {
 async fn concurrent_checks_admit_exactly_the_limit() {
     for algorithm in ALL {
         let f = std::sync::Arc::new(Fixture::new());
-        let limits = std::sync::Arc::new([limit("l", algorithm, 50, 100_000)]);
+        let limits = std::sync::Arc::new([limit("l", algorithm, 50, 3_600_000)]);
         let tasks: Vec<_> = (0..300)
             .map(|_| {
                 let f = std::sync::Arc::clone(&f);

@@ -58,6 +58,17 @@ async fn cached_refusals_hold_exactly_while_redis_would_refuse() {
                 .unwrap()
         };
 
+        // Start just after a window edge (windows are aligned to the epoch), so the refusal
+        // below has most of a window left to be cached for.
+        while std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            % 700
+            > 50
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         // Same history on both: requests until the first refusal.
         let retry_ms = loop {
             let response = ask().await;
