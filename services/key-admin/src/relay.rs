@@ -10,11 +10,11 @@ use domain::events::V1;
 use domain::{CreditsConfig, KeyChange, KeyEvent, KeyRecord};
 use storage::models::{ApiKeyRow, OutboxRow};
 use storage::postgres::PgPool;
-use storage::rabbitmq::{AmqpError, ConfirmedPublisher, RabbitLink};
+use storage::rabbitmq::{AmqpError, RabbitLink};
 use storage::redis_cluster::projection::{self, KeyLayout};
 use storage::redis_cluster::{RedisCluster, RedisClusterError};
 use storage::repositories::{api_keys, outbox, plans};
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -53,7 +53,6 @@ pub struct Relay {
     redis: RedisCluster,
     layout: KeyLayout,
     rabbit: Arc<RabbitLink>,
-    publisher: Mutex<Option<ConfirmedPublisher>>,
     wakeup: Arc<Notify>,
     pub poll_interval: Duration,
     pub epoch_check_interval: Duration,
@@ -72,7 +71,6 @@ impl Relay {
             redis,
             layout,
             rabbit,
-            publisher: Mutex::new(None),
             wakeup,
             poll_interval: Duration::from_millis(250),
             epoch_check_interval: Duration::from_secs(2),
@@ -302,19 +300,10 @@ impl Relay {
     }
 
     async fn broadcast(&self, body: &[u8]) -> Result<(), RelayError> {
-        let mut slot = self.publisher.lock().await;
-        let publisher = match slot.as_ref() {
-            Some(p) if p.channel().status().connected() => p.clone(),
-            _ => {
-                let connection = self.rabbit.connection().await?;
-                let p = ConfirmedPublisher::open(&connection).await?;
-                *slot = Some(p.clone());
-                p
-            }
-        };
+        let publisher = self.rabbit.publisher().await?;
         let exchange = self.rabbit.topology().keys_exchange();
         if let Err(error) = publisher.broadcast(&exchange, body).await {
-            *slot = None;
+            self.rabbit.forget_publisher().await;
             return Err(error.into());
         }
         Ok(())

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use domain::events::{MAX_BATCH_ENTRIES, V1};
 use domain::{UsageBatch, UsageEntry};
 use lapin::types::FieldTable;
-use storage::rabbitmq::{AmqpError, ConfirmedPublisher, RabbitLink, USAGE_ROUTING_KEY};
+use storage::rabbitmq::{AmqpError, RabbitLink, USAGE_ROUTING_KEY};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -74,7 +74,6 @@ pub struct UsagePublisher {
     source: String,
     max_entries: usize,
     waiting: Mutex<VecDeque<UsageBatch>>,
-    publisher: tokio::sync::Mutex<Option<ConfirmedPublisher>>,
 }
 
 impl UsagePublisher {
@@ -90,7 +89,6 @@ impl UsagePublisher {
             source,
             max_entries,
             waiting: Mutex::new(VecDeque::new()),
-            publisher: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -149,16 +147,7 @@ impl UsagePublisher {
 
     async fn publish(&self, batch: &UsageBatch) -> Result<(), AmqpError> {
         let body = serde_json::to_vec(batch).unwrap_or_default();
-        let mut slot = self.publisher.lock().await;
-        let publisher = match slot.as_ref() {
-            Some(p) if p.channel().status().connected() => p.clone(),
-            _ => {
-                let connection = self.link.connection().await?;
-                let p = ConfirmedPublisher::open(&connection).await?;
-                *slot = Some(p.clone());
-                p
-            }
-        };
+        let publisher = self.link.publisher().await?;
         let exchange = self.link.topology().usage_exchange();
         let id = batch.batch_id.to_string();
         let sent = publisher
@@ -171,7 +160,7 @@ impl UsagePublisher {
             )
             .await;
         if sent.is_err() {
-            *slot = None;
+            self.link.forget_publisher().await;
         }
         sent
     }

@@ -4,7 +4,7 @@ use std::time::Duration;
 use lapin::Connection;
 use tokio::sync::Mutex;
 
-use super::{AmqpError, RabbitSettings, Topology, connect};
+use super::{AmqpError, ConfirmedPublisher, RabbitSettings, Topology, connect};
 
 /// A RabbitMQ connection that is (re)opened on demand and declares the topology each time
 /// it opens, so a broker that restarted or lost its definitions is set up again.
@@ -13,6 +13,7 @@ pub struct RabbitLink {
     name: String,
     topology: Topology,
     current: Mutex<Option<Arc<Connection>>>,
+    publisher: Mutex<Option<ConfirmedPublisher>>,
     connect_timeout: Duration,
 }
 
@@ -23,6 +24,7 @@ impl RabbitLink {
             name: name.into(),
             topology,
             current: Mutex::new(None),
+            publisher: Mutex::new(None),
             connect_timeout: Duration::from_secs(3),
         }
     }
@@ -52,5 +54,25 @@ impl RabbitLink {
         let connection = Arc::new(opened);
         *current = Some(Arc::clone(&connection));
         Ok(connection)
+    }
+
+    /// A confirm-mode publisher on this link, kept for the next call and opened again when
+    /// its channel has closed.
+    pub async fn publisher(&self) -> Result<ConfirmedPublisher, AmqpError> {
+        let mut slot = self.publisher.lock().await;
+        if let Some(publisher) = slot.as_ref()
+            && publisher.channel().status().connected()
+        {
+            return Ok(publisher.clone());
+        }
+        let connection = self.connection().await?;
+        let publisher = ConfirmedPublisher::open(&connection).await?;
+        *slot = Some(publisher.clone());
+        Ok(publisher)
+    }
+
+    /// Forgets the kept publisher after a failed publish, so the next call opens a fresh one.
+    pub async fn forget_publisher(&self) {
+        *self.publisher.lock().await = None;
     }
 }
