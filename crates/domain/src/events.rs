@@ -33,6 +33,11 @@ impl From<V1> for u64 {
 /// Most entries one batch may carry; a limiter splits larger flushes.
 pub const MAX_BATCH_ENTRIES: usize = 10_000;
 
+/// The largest count or cost one entry may carry (one limiter, one key, one minute). Far
+/// above any real traffic, and low enough that sums of many entries stay inside `bigint`,
+/// so adding a batch in Postgres can never fail on an overflow and loop forever.
+pub const MAX_ENTRY_VALUE: u64 = 1_000_000_000_000_000;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EventError {
     #[error("not a valid event: {0}")]
@@ -92,11 +97,13 @@ impl UsageBatch {
             if entry.allowed == 0 && entry.denied == 0 {
                 return Err(EventError::Impossible("an entry with no requests".into()));
             }
-            if entry.allowed > i64::MAX as u64
-                || entry.denied > i64::MAX as u64
-                || entry.cost > i64::MAX as u64
+            if entry.allowed > MAX_ENTRY_VALUE
+                || entry.denied > MAX_ENTRY_VALUE
+                || entry.cost > MAX_ENTRY_VALUE
             {
-                return Err(EventError::Impossible("a count beyond i64".into()));
+                return Err(EventError::Impossible(format!(
+                    "a count or cost above {MAX_ENTRY_VALUE}"
+                )));
             }
         }
         Ok(())
@@ -165,6 +172,11 @@ mod tests {
         assert!(UsageBatch::decode(extra.as_bytes()).is_err());
         let negative = BATCH.replace(r#""allowed":3"#, r#""allowed":-3"#);
         assert!(UsageBatch::decode(negative.as_bytes()).is_err());
+        let huge = BATCH.replace(r#""cost":7"#, r#""cost":1000000000000000001"#);
+        assert!(matches!(
+            UsageBatch::decode(huge.as_bytes()),
+            Err(EventError::Impossible(_))
+        ));
     }
 
     #[test]

@@ -1,12 +1,10 @@
-//! usage-ingest: consumes usage batches from RabbitMQ into partitioned Postgres tables.
-
-mod settings;
-
 use std::sync::Arc;
 
 use service_kit::health::Readiness;
-use settings::{Cli, Command};
-use storage::rabbitmq::{RabbitLink, Topology};
+use storage::rabbitmq::RabbitLink;
+use tokio_util::sync::CancellationToken;
+use usage_ingest::settings::{Cli, Command};
+use usage_ingest::writer::Writer;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -17,9 +15,26 @@ async fn main() -> anyhow::Result<()> {
     let rabbit = Arc::new(RabbitLink::new(
         args.amqp.settings(),
         "usage-ingest",
-        Topology::default(),
+        args.amqp.topology(),
+    ));
+    let shutdown = CancellationToken::new();
+    let upkeep = tokio::spawn(usage_ingest::upkeep::run(
+        pool.clone(),
+        args.upkeep(),
+        shutdown.clone(),
+    ));
+    let worker = tokio::spawn(usage_ingest::worker::run(
+        Arc::clone(&rabbit),
+        Arc::new(Writer::new(pool.clone())),
+        args.worker(),
+        shutdown.clone(),
     ));
     let readiness = Readiness::new().with_postgres(pool).with_rabbitmq(rabbit);
-    service_kit::server::serve("usage-ingest", args.listen, readiness, |_| {}).await?;
+    let served = service_kit::server::serve("usage-ingest", args.listen, readiness, |_| {}).await;
+    // SIGTERM stopped the server; the worker counts and acks the batches in hand, then stops.
+    shutdown.cancel();
+    let _ = worker.await;
+    let _ = upkeep.await;
+    served?;
     Ok(())
 }

@@ -6,6 +6,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod outbox;
 pub mod plans;
+pub mod usage;
 
 /// The most rows one list page returns.
 pub const MAX_PAGE: i64 = 100;
