@@ -4,6 +4,7 @@
 pub mod admin_tokens;
 pub mod keys;
 pub mod plans;
+pub mod usage;
 
 use diesel_async::AsyncPgConnection;
 use storage::models::{NewAuditEntry, NewOutboxMessage};

@@ -6,6 +6,7 @@ pub mod keys;
 pub mod openapi;
 pub mod ops;
 pub mod plans;
+pub mod usage;
 
 use actix_web::web;
 use utoipa_actix_web::scope;
@@ -30,6 +31,7 @@ pub fn configure(config: &mut ServiceConfig) {
             .configure(plans::configure)
             .configure(keys::configure)
             .configure(admin_tokens::configure)
+            .configure(usage::configure)
             .service(audit_log::list_audit_log)
             .service(ops::resync),
     );

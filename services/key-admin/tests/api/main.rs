@@ -10,5 +10,6 @@ mod keys;
 mod openapi;
 mod plans;
 mod projection;
+mod usage;
 
 pub use app::TestApp;

@@ -1,0 +1,67 @@
+//! Usage analytics: the buckets of `usage_logs` for one key, an owner or a plan.
+
+use chrono::{DateTime, Duration, Utc};
+use storage::repositories::api_keys;
+use storage::repositories::usage::{self, Granularity, UsageBucket, UsageScope};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Most buckets one answer may hold: a month of minutes.
+pub const MAX_BUCKETS: i64 = 31 * 24 * 60;
+
+/// The time range asked for, checked: `from` before `to`, and not more buckets than
+/// `MAX_BUCKETS`. Without `to` it ends now; without `from` it starts a day before `to`.
+pub fn range(
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    granularity: Granularity,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
+    let to = to.unwrap_or_else(Utc::now);
+    let from = from.unwrap_or(to - Duration::days(1));
+    if from >= to {
+        return Err(ApiError::field("from", "must be before `to`"));
+    }
+    let width = match granularity {
+        Granularity::Minute => Duration::minutes(1),
+        Granularity::Hour => Duration::hours(1),
+        Granularity::Day => Duration::days(1),
+    };
+    let span = to - from;
+    let buckets = span.num_seconds() / width.num_seconds() + 1;
+    if buckets > MAX_BUCKETS {
+        return Err(ApiError::field(
+            "to",
+            format!("the range holds {buckets} buckets of this granularity; at most {MAX_BUCKETS}"),
+        ));
+    }
+    Ok((from, to))
+}
+
+/// One key's usage; a deleted key's history stays readable.
+pub async fn of_key(
+    state: &AppState,
+    key_id: Uuid,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    granularity: Granularity,
+) -> Result<Vec<UsageBucket>, ApiError> {
+    let mut conn = state.conn().await?;
+    api_keys::get_any(&mut conn, key_id)
+        .await?
+        .ok_or(ApiError::NotFound("key"))?;
+    Ok(usage::buckets(&mut conn, UsageScope::Key(key_id), from, to, granularity).await?)
+}
+
+/// The usage of every key (deleted ones included) of an owner or a plan, summed.
+pub async fn of_scope(
+    state: &AppState,
+    scope: UsageScope<'_>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    granularity: Granularity,
+) -> Result<Vec<UsageBucket>, ApiError> {
+    let mut conn = state.conn().await?;
+    Ok(usage::buckets(&mut conn, scope, from, to, granularity).await?)
+}
