@@ -6,12 +6,14 @@
 
 mod database;
 mod isolation;
+mod private_stores;
 mod process;
 mod rabbit;
 mod redis;
 
 pub use database::TestDb;
 pub use isolation::Isolation;
+pub use private_stores::PrivateStores;
 pub use process::{ServiceProcess, free_port, run_to_exit, service_command, workspace_binary};
 pub use rabbit::TestRabbit;
 pub use redis::{TestRedis, cluster_masters, delete_prefix, dump_prefix};

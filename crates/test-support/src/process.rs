@@ -77,6 +77,14 @@ impl ServiceProcess {
     }
 }
 
+impl ServiceProcess {
+    /// SIGKILL: the process dies at once, with no chance to finish anything.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for ServiceProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -2,6 +2,8 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod exactly_once;
+
 use std::net::SocketAddr;
 use std::process::Command;
 
