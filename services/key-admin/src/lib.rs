@@ -8,6 +8,7 @@ pub mod commands;
 pub mod error;
 pub mod operations;
 pub mod pagination;
+pub mod reconcile;
 pub mod relay;
 pub mod routes;
 pub mod serve;

@@ -1,4 +1,5 @@
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::ResourceDef;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
@@ -10,7 +11,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bootstrap;
 use crate::error::ApiError;
+use crate::reconcile::Reconciler;
 use crate::relay::Relay;
+
+/// How far back credits are reconciled, and how long Redis keeps the per-minute spend.
+const RECONCILE_WINDOW: Duration = Duration::from_secs(24 * 3600);
 use crate::routes;
 use crate::settings::ServeArgs;
 use crate::state::AppState;
@@ -118,6 +123,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let shutdown = CancellationToken::new();
     let relay_task = tokio::spawn(Arc::clone(&relay).run(shutdown.clone()));
+    let reconcile_task = (args.reconcile_secs > 0).then(|| {
+        let reconciler = Arc::new(Reconciler {
+            pool: pool.clone(),
+            redis: redis.clone(),
+            layout: args.redis.layout(),
+            settle: Duration::from_secs(args.reconcile_settle_secs),
+            window: RECONCILE_WINDOW,
+        });
+        tokio::spawn(reconciler.run(Duration::from_secs(args.reconcile_secs), shutdown.clone()))
+    });
 
     let readiness = Readiness::new()
         .with_postgres(pool)
@@ -127,6 +142,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // The HTTP server has drained; let the relay finish the step in hand.
     shutdown.cancel();
     let _ = relay_task.await;
+    if let Some(task) = reconcile_task {
+        let _ = task.await;
+    }
     served?;
     Ok(())
 }

@@ -48,6 +48,14 @@ pub struct ServeArgs {
     pub amqp: AmqpArgs,
     #[command(flatten)]
     pub pepper: PepperArgs,
+    /// How often credits spent in Redis are compared with the cost counted in Postgres
+    /// (seconds; 0 turns the reconciliation off).
+    #[arg(long, env = "KEYMETER_RECONCILE_SECS", default_value_t = 60)]
+    pub reconcile_secs: u64,
+    /// Minutes younger than this are not compared yet: their usage may still be on its way
+    /// through RabbitMQ (seconds).
+    #[arg(long, env = "KEYMETER_RECONCILE_SETTLE_SECS", default_value_t = 120)]
+    pub reconcile_settle_secs: u64,
 }
 
 #[derive(Args, Debug)]

@@ -72,6 +72,9 @@ impl KeyLayout {
 /// The field of the credits hash holding the balance.
 pub const CREDITS_REMAINING: &str = "remaining";
 
+/// The prefix of the credits hash's per-minute spend fields (`s:<minute>`).
+pub const CREDITS_SPENT_PREFIX: &str = "s:";
+
 /// Writes the record under the current secret's hash and, during a grace period, under the
 /// old one until the grace ends.
 pub async fn put_key(
@@ -181,6 +184,46 @@ pub async fn credits_remaining(
     let mut conn = cluster.connection().await?;
     cluster
         .bounded(conn.hget::<_, _, Option<u64>>(layout.credits(key_id), CREDITS_REMAINING))
+        .await
+}
+
+/// The credits the check script spent per minute (minutes since the Unix epoch, Redis
+/// time), from the `s:<minute>` fields of the credits hash.
+pub async fn credits_spent(
+    cluster: &RedisCluster,
+    layout: &KeyLayout,
+    key_id: Uuid,
+) -> Result<Vec<(i64, i64)>, RedisClusterError> {
+    let mut conn = cluster.connection().await?;
+    let fields: Vec<(String, String)> = cluster
+        .bounded(conn.hgetall(layout.credits(key_id)))
+        .await?;
+    Ok(fields
+        .into_iter()
+        .filter_map(|(field, value)| {
+            let minute = field.strip_prefix(CREDITS_SPENT_PREFIX)?.parse().ok()?;
+            Some((minute, value.parse().ok()?))
+        })
+        .collect())
+}
+
+/// Forgets the per-minute spend of these minutes.
+pub async fn forget_credits_spent(
+    cluster: &RedisCluster,
+    layout: &KeyLayout,
+    key_id: Uuid,
+    minutes: &[i64],
+) -> Result<(), RedisClusterError> {
+    if minutes.is_empty() {
+        return Ok(());
+    }
+    let fields: Vec<String> = minutes
+        .iter()
+        .map(|m| format!("{CREDITS_SPENT_PREFIX}{m}"))
+        .collect();
+    let mut conn = cluster.connection().await?;
+    cluster
+        .bounded(conn.hdel::<_, _, ()>(layout.credits(key_id), fields))
         .await
 }
 

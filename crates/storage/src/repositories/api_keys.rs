@@ -192,3 +192,18 @@ pub async fn all_page(
     }
     query.load(conn).await
 }
+
+/// The keys that have credits and can still spend them (not revoked, not deleted).
+pub async fn ids_with_credits(conn: &mut AsyncPgConnection) -> QueryResult<Vec<Uuid>> {
+    api_keys::table
+        .filter(
+            api_keys::credits
+                .is_not_null()
+                .and(api_keys::deleted_at.is_null())
+                .and(api_keys::revoked_at.is_null()),
+        )
+        .select(api_keys::id)
+        .order(api_keys::id.asc())
+        .load(conn)
+        .await
+}

@@ -212,9 +212,7 @@ pub async fn buckets(
         .bind::<Timestamptz, _>(from)
         .bind::<Timestamptz, _>(to);
     match scope {
-        UsageScope::Key(id) | UsageScope::Plan(id) => {
-            query.bind::<SqlUuid, _>(id).load(conn).await
-        }
+        UsageScope::Key(id) | UsageScope::Plan(id) => query.bind::<SqlUuid, _>(id).load(conn).await,
         UsageScope::Owner(owner) => query.bind::<Text, _>(owner).load(conn).await,
     }
 }

@@ -10,6 +10,7 @@ mod keys;
 mod openapi;
 mod plans;
 mod projection;
+mod reconcile;
 mod usage;
 
 pub use app::TestApp;

@@ -227,7 +227,7 @@ async fn limits_and_credits_refuse_with_429_and_a_retry_time() {
     let retry_after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert_eq!(retry_after, retry_ms.div_ceil(1000).max(1));
 
-    let (poor, _) = limiter
+    let (poor, poor_id) = limiter
         .add_key(KeySpec {
             credits: Some(3),
             ..KeySpec::default()
@@ -241,6 +241,11 @@ async fn limits_and_credits_refuse_with_429_and_a_retry_time() {
         body["credits_remaining"], 1,
         "a refused check spends nothing"
     );
+    // The spend is kept per minute for the credits reconciliation: 2, in one minute.
+    let spent = projection::credits_spent(&limiter.redis, &limiter.layout, poor_id)
+        .await
+        .unwrap();
+    assert_eq!(spent.iter().map(|(_, s)| *s).collect::<Vec<_>>(), vec![2]);
     limiter.stop().await;
 }
 

@@ -1,6 +1,6 @@
 -- keymeter check: every limit and the credits of one API key, all or nothing.
 --
--- KEYS[1]      the key's credits hash (fields `remaining`, `refilled_at`)
+-- KEYS[1]      the key's credits hash (fields `remaining`, `refilled_at`, `s:<minute>`)
 -- KEYS[1 + i]  the state of limit i
 -- ARGV         cost, has_credits (0|1), refill_amount, refill_interval_ms, limit count,
 --              then per limit: algorithm, limit, window_ms, burst
@@ -172,6 +172,11 @@ if code == 0 then
   if has_credits then
     credits_left = credits_left - cost
     redis.call('HINCRBY', KEYS[1], 'remaining', -cost)
+    -- What was spent, per minute (`s:<minutes since the epoch>`), for the reconciliation
+    -- of credits against the usage counted in Postgres; key-admin prunes old minutes.
+    if cost > 0 then
+      redis.call('HINCRBY', KEYS[1], 's:' .. math.floor(now / 60000), cost)
+    end
   end
 end
 

@@ -1,0 +1,103 @@
+//! Credits reconciliation: Redis's per-minute spend against Postgres's counted cost.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use diesel::sql_types::{BigInt, Text, Timestamptz};
+use diesel_async::RunQueryDsl;
+use key_admin::reconcile::{Drift, Reconciler};
+use serde_json::json;
+use storage::redis_cluster::projection;
+use uuid::Uuid;
+
+use crate::TestApp;
+
+async fn spend(app: &TestApp, key_id: Uuid, minute: i64, credits: i64) {
+    let mut conn = app.redis.connection().await.unwrap();
+    let _: () = deadpool_redis::redis::cmd("HSET")
+        .arg(app.layout.credits(key_id))
+        .arg(format!("s:{minute}"))
+        .arg(credits)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+async fn count(app: &TestApp, key_id: Uuid, minute: i64, cost: i64) {
+    let at: DateTime<Utc> = DateTime::from_timestamp(minute * 60, 0).unwrap();
+    let mut conn = app.db.connection().await;
+    diesel::sql_query(
+        "INSERT INTO usage_logs (key_id, minute, allowed, cost) VALUES ($1::uuid, $2, 1, $3) \
+         ON CONFLICT (key_id, minute) DO UPDATE SET cost = EXCLUDED.cost",
+    )
+    .bind::<Text, _>(key_id.to_string())
+    .bind::<Timestamptz, _>(at)
+    .bind::<BigInt, _>(cost)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn settled_minutes_are_compared_and_a_difference_is_reported() {
+    let app = TestApp::spawn().await;
+    let plan = app.default_plan().await;
+    let key = app
+        .create_key(json!({"plan_id": plan["id"], "credits": {"remaining": 1000}}))
+        .await;
+    let raw = key["key"].as_str().unwrap().to_owned();
+    let key_id: Uuid = key["id"].as_str().unwrap().parse().unwrap();
+    app.eventually("the key's record is in Redis", || {
+        let raw = raw.clone();
+        let app = &app;
+        async move { app.record_of(&raw).await.is_some() }
+    })
+    .await;
+    let plain = app.create_key(json!({"plan_id": plan["id"]})).await;
+    let plain_id: Uuid = plain["id"].as_str().unwrap().parse().unwrap();
+
+    let now = Utc::now().timestamp() / 60;
+    // The first minute Redis has may hold requests from before the credits were set.
+    spend(&app, key_id, now - 6, 10).await;
+    count(&app, key_id, now - 6, 999).await;
+    spend(&app, key_id, now - 5, 7).await;
+    count(&app, key_id, now - 5, 7).await;
+    spend(&app, key_id, now - 4, 5).await;
+    count(&app, key_id, now - 4, 5).await;
+    // Not settled yet: usage may still be on its way.
+    spend(&app, key_id, now, 50).await;
+    // Older than the window: pruned from Redis, never compared.
+    spend(&app, key_id, now - 3000, 1).await;
+    count(&app, plain_id, now - 5, 40).await;
+
+    let reconciler = Reconciler {
+        pool: app.db.pool(),
+        redis: app.redis.clone(),
+        layout: app.layout.clone(),
+        settle: Duration::from_secs(120),
+        window: Duration::from_secs(24 * 3600),
+    };
+    assert_eq!(reconciler.run_once().await.unwrap(), vec![]);
+    let minutes: Vec<i64> = projection::credits_spent(&app.redis, &app.layout, key_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(m, _)| m)
+        .collect();
+    assert!(!minutes.contains(&(now - 3000)), "{minutes:?}");
+    assert!(minutes.contains(&(now - 6)), "{minutes:?}");
+
+    // A batch counted twice, and a minute whose usage never arrived.
+    count(&app, key_id, now - 5, 10).await;
+    spend(&app, key_id, now - 3, 4).await;
+    assert_eq!(
+        reconciler.run_once().await.unwrap(),
+        vec![Drift {
+            key_id,
+            spent: 16,
+            counted: 15,
+            drift: 7
+        }]
+    );
+    app.stop().await;
+}
