@@ -13,18 +13,30 @@ use serde::Serialize;
 type CheckFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 type Check = Arc<dyn Fn() -> CheckFuture + Send + Sync>;
 
+/// Whether a failing check makes the service unready, or only degraded (still ready: it
+/// can do its work without that store, e.g. the limiter keeps answering checks while
+/// RabbitMQ is away and holds usage until it is back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    Required,
+    Optional,
+}
+
 /// The stores a service depends on, each with a check that answers quickly.
 #[derive(Clone, Default)]
 pub struct Readiness {
-    checks: Vec<(&'static str, Check)>,
+    checks: Vec<(&'static str, Need, Check)>,
     timeout: Option<Duration>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct ReadinessReport {
     pub status: &'static str,
-    /// The stores that did not answer, by name.
+    /// The required stores that did not answer, by name: the service is not ready.
     pub failing: Vec<&'static str>,
+    /// The optional stores that did not answer: the service is ready but degraded.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub degraded: Vec<&'static str>,
     pub checks: BTreeMap<&'static str, String>,
 }
 
@@ -50,7 +62,16 @@ impl Readiness {
             let fut = check();
             Box::pin(async move { fut.await.map_err(|e| e.to_string()) })
         });
-        self.checks.push((name, check));
+        self.checks.push((name, Need::Required, check));
+        self
+    }
+
+    /// Turns the check added last into an optional one: reported, but the service stays
+    /// ready when it fails.
+    pub fn optional(mut self) -> Self {
+        if let Some(last) = self.checks.last_mut() {
+            last.1 = Need::Optional;
+        }
         self
     }
 
@@ -80,34 +101,45 @@ impl Readiness {
     /// Runs every check at once, each bounded by the timeout.
     pub async fn evaluate(&self) -> ReadinessReport {
         let timeout = self.timeout.unwrap_or(DEFAULT_CHECK_TIMEOUT);
-        let results = futures_util::future::join_all(self.checks.iter().map(|(name, check)| {
-            let fut = check();
-            async move {
-                let outcome = match tokio::time::timeout(timeout, fut).await {
-                    Ok(result) => result,
-                    Err(_) => Err(format!("no answer within {timeout:?}")),
-                };
-                (*name, outcome)
-            }
-        }))
-        .await;
+        let results =
+            futures_util::future::join_all(self.checks.iter().map(|(name, need, check)| {
+                let fut = check();
+                async move {
+                    let outcome = match tokio::time::timeout(timeout, fut).await {
+                        Ok(result) => result,
+                        Err(_) => Err(format!("no answer within {timeout:?}")),
+                    };
+                    (*name, *need, outcome)
+                }
+            }))
+            .await;
         let mut report = ReadinessReport {
             status: "ready",
             failing: Vec::new(),
+            degraded: Vec::new(),
             checks: BTreeMap::new(),
         };
-        for (name, outcome) in results {
+        for (name, need, outcome) in results {
             match outcome {
                 Ok(()) => {
                     report.checks.insert(name, "ok".to_owned());
                 }
                 Err(error) => {
-                    report.status = "unavailable";
-                    report.failing.push(name);
+                    match need {
+                        Need::Required => report.failing.push(name),
+                        Need::Optional => report.degraded.push(name),
+                    }
                     report.checks.insert(name, error);
                 }
             }
         }
+        report.status = if !report.failing.is_empty() {
+            "unavailable"
+        } else if !report.degraded.is_empty() {
+            "degraded"
+        } else {
+            "ready"
+        };
         report
     }
 }
@@ -182,6 +214,19 @@ mod tests {
         let health =
             test::call_service(&app, test::TestRequest::get().uri("/healthz").to_request()).await;
         assert_eq!(health.status(), 200);
+    }
+
+    #[actix_web::test]
+    async fn an_optional_store_that_fails_leaves_the_service_ready_but_degraded() {
+        let readiness = Readiness::new()
+            .with_check("redis", || async { Ok::<(), String>(()) })
+            .with_check("rabbitmq", || async { Err::<(), _>("connection refused") })
+            .optional();
+        let report = readiness.evaluate().await;
+        assert_eq!(report.status, "degraded");
+        assert!(report.failing.is_empty());
+        assert_eq!(report.degraded, vec!["rabbitmq"]);
+        assert_eq!(report.checks["rabbitmq"], "connection refused");
     }
 
     #[actix_web::test]

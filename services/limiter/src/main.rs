@@ -59,7 +59,12 @@ async fn main() -> anyhow::Result<()> {
         Duration::from_secs(10),
         shutdown.clone(),
     ));
-    let readiness = Readiness::new().with_redis(redis).with_rabbitmq(rabbit);
+    // Without RabbitMQ checks go on and usage waits in the bounded aggregate, so a broker
+    // outage degrades the limiter but does not take it out of its Service.
+    let readiness = Readiness::new()
+        .with_redis(redis)
+        .with_rabbitmq(rabbit)
+        .optional();
     let served = service_kit::server::serve(
         "limiter",
         args.listen,
