@@ -1,5 +1,5 @@
 //! What every keymeter service starts with: typed settings from flags and `KEYMETER_*`
-//! variables, structured logs, Prometheus metrics, and the `/healthz`, `/readyz` and
+//! variables, structured logs, OpenTelemetry traces, Prometheus metrics, and the `/healthz`, `/readyz` and
 //! `/metrics` routes.
 
 pub mod health;
@@ -7,3 +7,4 @@ pub mod logging;
 pub mod metrics;
 pub mod server;
 pub mod settings;
+pub mod telemetry;

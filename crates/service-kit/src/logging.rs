@@ -1,6 +1,11 @@
-//! Structured logs through `tracing`, as text for people or JSON for collectors.
+//! Structured logs through `tracing`, as text for people or JSON for collectors, and
+//! OpenTelemetry traces when an OTLP endpoint is configured (see `telemetry`).
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::telemetry::{self, Telemetry};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -8,18 +13,30 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber; a second call (tests) leaves the first in place.
-pub fn init(filter: &str, format: LogFormat) {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
+/// Installs the global subscriber: logs filtered by `filter`, plus the OpenTelemetry layer
+/// when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. A second call (tests) leaves the first in
+/// place. Keep the returned handle and call `shutdown` before exiting, so the last spans
+/// are sent.
+pub fn init(service: &'static str, filter: &str, format: LogFormat) -> Telemetry {
+    // Store-call spans are for traces only; they would only clutter the logs.
+    let log_filter = EnvFilter::try_new(format!("{filter},{}=off", storage::SPAN_TARGET))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match format {
+        LogFormat::Text => logs.boxed(),
+        // The current span's fields go with each line: the request span carries `trace_id`.
+        LogFormat::Json => logs
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .try_init(),
-    };
+            .with_span_list(false)
+            .boxed(),
+    }
+    .with_filter(log_filter);
+    let (telemetry, traces) = telemetry::from_environment(service);
+    let _ = tracing_subscriber::registry()
+        .with(logs)
+        .with(traces)
+        .try_init();
+    telemetry
 }

@@ -28,6 +28,8 @@ where
     let server = HttpServer::new(move || {
         App::new()
             .wrap(from_fn(crate::metrics::record_http))
+            // Outermost, so the request span covers the metrics middleware and the handler.
+            .wrap(from_fn(crate::telemetry::trace_http))
             .app_data(readiness.clone())
             .app_data(metrics.clone())
             .configure(crate::health::routes)

@@ -6,6 +6,7 @@
 
 mod database;
 mod isolation;
+mod otlp;
 mod private_stores;
 mod process;
 mod rabbit;
@@ -13,6 +14,7 @@ mod redis;
 
 pub use database::TestDb;
 pub use isolation::Isolation;
+pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use private_stores::PrivateStores;
 pub use process::{ServiceProcess, free_port, run_to_exit, service_command, workspace_binary};
 pub use rabbit::TestRabbit;

@@ -5,6 +5,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection};
 use domain::{Pepper, Scope};
 use storage::models::{NewAdminToken, NewAuditEntry};
 use storage::repositories::{admin_tokens, audit};
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// Stores the token's hash with its scopes and an audit entry, in one transaction. `None`
@@ -41,6 +42,9 @@ pub async fn store_admin_token(
         .await?;
         Ok(Some(row.id))
     })
+    .instrument(storage::postgres::transaction_span(
+        "bootstrap::store_admin_token",
+    ))
     .await
 }
 

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use domain::events::V1;
@@ -165,6 +166,7 @@ impl Relay {
                 }
                 Ok((outcome, failure))
             })
+            .instrument(storage::postgres::transaction_span("relay::pass"))
             .await?;
         metrics::counter!("keymeter_outbox_projected_total").increment(outcome.projected as u64);
         metrics::counter!("keymeter_outbox_published_total").increment(outcome.published as u64);

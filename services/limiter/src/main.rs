@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli: Cli = service_kit::settings::parse_or_exit();
-    service_kit::logging::init(&cli.log.log, cli.log.log_format);
+    let telemetry = service_kit::logging::init("limiter", &cli.log.log, cli.log.log_format);
     let Command::Serve(args) = cli.command;
     let redis = RedisCluster::new(args.redis.settings())?;
     let rabbit = Arc::new(RabbitLink::new(
@@ -76,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
     shutdown.cancel();
     let _ = events.await;
     let _ = flusher.await;
+    telemetry.shutdown();
     served?;
     Ok(())
 }

@@ -9,7 +9,7 @@ use usage_ingest::writer::Writer;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli: Cli = service_kit::settings::parse_or_exit();
-    service_kit::logging::init(&cli.log.log, cli.log.log_format);
+    let telemetry = service_kit::logging::init("usage-ingest", &cli.log.log, cli.log.log_format);
     let Command::Serve(args) = cli.command;
     let pool = storage::postgres::connect_pool(&args.database.settings())?;
     let rabbit = Arc::new(RabbitLink::new(
@@ -35,6 +35,7 @@ async fn main() -> anyhow::Result<()> {
     shutdown.cancel();
     let _ = worker.await;
     let _ = upkeep.await;
+    telemetry.shutdown();
     served?;
     Ok(())
 }

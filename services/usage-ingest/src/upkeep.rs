@@ -3,6 +3,7 @@
 //! and batch ids older than the dedup window are forgotten.
 
 use std::time::Duration;
+use tracing::Instrument;
 
 use chrono::{NaiveDate, Utc};
 use diesel_async::AsyncConnection;
@@ -49,6 +50,7 @@ pub async fn run_once(
                 forgotten_batches: 0,
             })
         })
+        .instrument(storage::postgres::transaction_span("upkeep::run_once"))
         .await?;
     let forgotten_batches = usage::prune_batches(&mut conn, forget_before).await?;
     Ok(UpkeepReport {

@@ -14,6 +14,7 @@ use lapin::options::{BasicAckOptions, BasicCancelOptions};
 use storage::rabbitmq::{Consumer, Delivery, RabbitLink, consume};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::poison::{self, Poison};
 use crate::writer::Writer;
@@ -142,7 +143,19 @@ async fn consume_until_broken(
                 Err(_) => break,
             }
         }
-        handle(link, writer, settings, hand, shutdown).await;
+        let span = tracing::info_span!(
+            target: storage::SPAN_TARGET,
+            "rabbitmq.consume",
+            otel.name = format!("consume {}", link.topology().usage_queue()),
+            otel.kind = "consumer",
+            messaging.system = "rabbitmq",
+            messaging.operation.type = "process",
+            messaging.destination.name = link.topology().usage_queue(),
+            messaging.batch.message_count = hand.len(),
+        );
+        handle(link, writer, settings, hand, shutdown)
+            .instrument(span)
+            .await;
         if broken {
             tracing::warn!("usage consumer broke; reconnecting");
             return;

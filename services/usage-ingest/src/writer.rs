@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Instant;
+use tracing::Instrument;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use diesel_async::AsyncConnection;
@@ -80,6 +81,7 @@ impl Writer {
                     duplicates: unique.len() - fresh.len(),
                 })
             })
+            .instrument(storage::postgres::transaction_span("writer::write"))
             .await;
         metrics::histogram!("keymeter_ingest_transaction_seconds")
             .record(started.elapsed().as_secs_f64());
@@ -119,6 +121,9 @@ impl Writer {
             conn.transaction::<_, diesel::result::Error, _>(async |conn| {
                 usage::ensure_partitions(conn, day, 1).await
             })
+            .instrument(storage::postgres::transaction_span(
+                "writer::ensure_partitions",
+            ))
             .await?;
         }
         if let Ok(mut known) = self.partitioned_days.lock() {

@@ -2,6 +2,8 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
 
+use tracing::Instrument;
+
 use super::AmqpError;
 
 /// Publishes persistent JSON on a channel in confirm mode; `publish` returns only once the
@@ -86,7 +88,17 @@ impl ConfirmedPublisher {
                 .await?
                 .await
         };
+        let span = tracing::info_span!(
+            target: crate::SPAN_TARGET,
+            "rabbitmq.publish",
+            otel.name = format!("publish {exchange}"),
+            otel.kind = "producer",
+            messaging.system = "rabbitmq",
+            messaging.operation.type = "send",
+            messaging.destination.name = exchange,
+        );
         let confirm = tokio::time::timeout(self.confirm_timeout, sent)
+            .instrument(span)
             .await
             .map_err(|_| AmqpError::Timeout(self.confirm_timeout))??;
         match confirm {

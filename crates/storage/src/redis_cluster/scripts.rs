@@ -1,4 +1,5 @@
 use deadpool_redis::redis::{FromRedisValue, Script, ToRedisArgs};
+use tracing::Instrument;
 
 use super::{RedisCluster, RedisClusterError};
 
@@ -70,8 +71,21 @@ impl LuaScript {
         for arg in args {
             invocation.arg(arg);
         }
-        let mut conn = cluster.connection().await?;
-        cluster.bounded(invocation.invoke_async(&mut conn)).await
+        let span = tracing::info_span!(
+            target: crate::SPAN_TARGET,
+            "redis.evalsha",
+            otel.name = format!("EVALSHA {}", self.name),
+            otel.kind = "client",
+            db.system.name = "redis",
+            db.operation.name = "EVALSHA",
+            keymeter.script = self.name,
+        );
+        async {
+            let mut conn = cluster.connection().await?;
+            cluster.bounded(invocation.invoke_async(&mut conn)).await
+        }
+        .instrument(span)
+        .await
     }
 }
 

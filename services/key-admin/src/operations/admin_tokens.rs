@@ -3,6 +3,7 @@ use diesel_async::AsyncConnection;
 use domain::{Scope, ValidationErrors};
 use storage::models::{AdminTokenRow, NewAdminToken};
 use storage::repositories::admin_tokens;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::record_audit;
@@ -55,6 +56,7 @@ pub async fn create(
             .await?;
             Ok::<_, ApiError>(row)
         })
+        .instrument(storage::postgres::transaction_span("admin_tokens::create"))
         .await?;
     Ok((token, row))
 }
@@ -86,5 +88,6 @@ pub async fn delete(state: &AppState, actor: &str, id: Uuid) -> Result<(), ApiEr
         .await?;
         Ok(())
     })
+    .instrument(storage::postgres::transaction_span("admin_tokens::delete"))
     .await
 }

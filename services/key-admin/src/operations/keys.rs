@@ -6,6 +6,7 @@ use domain::{
 use storage::models::{ApiKeyRow, NewApiKey, PlanRow};
 use storage::repositories::api_keys::{self, KeyChanges, KeyFilter};
 use storage::repositories::plans;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{enqueue, record_audit};
@@ -222,6 +223,7 @@ pub async fn create(
             .await?;
             Ok::<_, ApiError>(KeyView::new(row, &plan))
         })
+        .instrument(storage::postgres::transaction_span("keys::create"))
         .await?;
     state.relay_wakeup.notify_one();
     Ok((key, view))
@@ -332,6 +334,7 @@ pub async fn update(
             .await?;
             view(conn, row).await
         })
+        .instrument(storage::postgres::transaction_span("keys::update"))
         .await?;
     state.relay_wakeup.notify_one();
     Ok(view)
@@ -393,6 +396,7 @@ pub async fn revoke(state: &AppState, actor: &str, id: Uuid) -> Result<KeyView, 
             enqueue(conn, "key", id, "revoked", serde_json::json!({})).await?;
             view(conn, row).await
         })
+        .instrument(storage::postgres::transaction_span("keys::revoke"))
         .await?;
     state.relay_wakeup.notify_one();
     Ok(view)
@@ -446,6 +450,7 @@ pub async fn rotate(
         enqueue(conn, "key", id, "rotated", serde_json::json!({"remove_hashes": remove})).await?;
         Ok::<_, ApiError>((key, view(conn, row).await?))
     })
+    .instrument(storage::postgres::transaction_span("keys::rotate"))
     .await?;
     state.relay_wakeup.notify_one();
     Ok((key, view))
@@ -476,6 +481,7 @@ pub async fn delete(state: &AppState, actor: &str, id: Uuid) -> Result<(), ApiEr
         enqueue(conn, "key", id, "deleted", serde_json::json!({})).await?;
         Ok::<_, ApiError>(())
     })
+    .instrument(storage::postgres::transaction_span("keys::delete"))
     .await?;
     state.relay_wakeup.notify_one();
     Ok(())

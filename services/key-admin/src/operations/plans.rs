@@ -2,6 +2,7 @@ use diesel_async::AsyncConnection;
 use domain::{Limit, ValidationErrors, validate_limits};
 use storage::models::{NewPlan, PlanRow};
 use storage::repositories::plans::{self, PlanChanges};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{enqueue, record_audit};
@@ -67,6 +68,7 @@ pub async fn create(
             .await?;
             Ok::<_, diesel::result::Error>(row)
         })
+        .instrument(storage::postgres::transaction_span("plans::create"))
         .await;
     created.map_err(|e| match ApiError::from(e) {
         ApiError::Conflict(_) => name_taken(&name),
@@ -142,6 +144,7 @@ pub async fn update(
             .await?;
             Ok::<_, diesel::result::Error>(Some(row))
         })
+        .instrument(storage::postgres::transaction_span("plans::update"))
         .await;
     let row = result
         .map_err(|e| match ApiError::from(e) {
@@ -177,5 +180,6 @@ pub async fn delete(state: &AppState, actor: &str, id: Uuid) -> Result<(), ApiEr
         .await?;
         Ok(())
     })
+    .instrument(storage::postgres::transaction_span("plans::delete"))
     .await
 }

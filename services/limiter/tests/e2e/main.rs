@@ -8,6 +8,7 @@ use std::process::Command;
 mod deny_cache;
 mod fleet;
 mod nginx;
+mod traces;
 mod usage;
 
 use test_support::{

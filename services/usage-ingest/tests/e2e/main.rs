@@ -3,6 +3,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod exactly_once;
+mod traces;
 
 use std::net::SocketAddr;
 use std::process::Command;
