@@ -2,7 +2,9 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod drill;
 mod exactly_once;
+mod sigterm;
 mod traces;
 
 use std::net::SocketAddr;
