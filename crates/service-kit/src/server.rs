@@ -23,6 +23,20 @@ pub fn bind<F>(
 where
     F: Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
 {
+    bind_with_workers(service, listen, None, readiness, routes)
+}
+
+/// As `bind`, with `workers` HTTP worker threads (default: one per CPU).
+pub fn bind_with_workers<F>(
+    service: &'static str,
+    listen: SocketAddr,
+    workers: Option<usize>,
+    readiness: Readiness,
+    routes: F,
+) -> std::io::Result<(Server, SocketAddr)>
+where
+    F: Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
+{
     let metrics = web::Data::new(crate::metrics::install(service));
     let readiness = web::Data::new(readiness);
     let server = HttpServer::new(move || {
@@ -34,7 +48,11 @@ where
             .app_data(metrics.clone())
             .configure(crate::health::routes)
             .configure(routes.clone())
-    })
+    });
+    let server = match workers {
+        Some(workers) => server.workers(workers),
+        None => server,
+    }
     .bind(listen)?;
     let bound = server.addrs().first().copied().unwrap_or(listen);
     Ok((server.shutdown_timeout(SHUTDOWN_GRACE_SECS).run(), bound))
@@ -50,7 +68,21 @@ pub async fn serve<F>(
 where
     F: Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
 {
-    let (server, bound) = bind(service, listen, readiness, routes)?;
+    serve_with_workers(service, listen, None, readiness, routes).await
+}
+
+/// As `serve`, with `workers` HTTP worker threads (default: one per CPU).
+pub async fn serve_with_workers<F>(
+    service: &'static str,
+    listen: SocketAddr,
+    workers: Option<usize>,
+    readiness: Readiness,
+    routes: F,
+) -> std::io::Result<()>
+where
+    F: Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
+{
+    let (server, bound) = bind_with_workers(service, listen, workers, readiness, routes)?;
     tracing::info!(listen = %bound, "{service} listening");
     server.await?;
     tracing::info!("{service} stopped");

@@ -11,6 +11,9 @@ use storage::rabbitmq::RabbitLink;
 use storage::redis_cluster::RedisCluster;
 use tokio_util::sync::CancellationToken;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli: Cli = service_kit::settings::parse_or_exit();
@@ -65,9 +68,10 @@ async fn main() -> anyhow::Result<()> {
         .with_redis(redis)
         .with_rabbitmq(rabbit)
         .optional();
-    let served = service_kit::server::serve(
+    let served = service_kit::server::serve_with_workers(
         "limiter",
         args.listen,
+        args.http_workers.and_then(|n| usize::try_from(n).ok()),
         readiness,
         limiter::routes::configure(checker, args.authorize_deny_status),
     )

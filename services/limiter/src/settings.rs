@@ -95,6 +95,10 @@ pub struct ServeArgs {
     /// This instance's name in usage batches (default: limiter-<pid>).
     #[arg(long = "instance", env = "KEYMETER_INSTANCE")]
     pub instance: Option<String>,
+    /// HTTP worker threads (default: one per CPU).
+    #[arg(long = "http-workers", env = "KEYMETER_HTTP_WORKERS",
+          value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub http_workers: Option<u64>,
     /// Redis failures in a row that open the circuit breaker. Concurrent misses of one key
     /// share one Redis read, so one failure may stand for many waiting checks.
     #[arg(
