@@ -591,10 +591,29 @@ km_redis_up() {
 		done
 		km_die "redis cluster did not reach cluster_state:ok within 30 s; if its nodes.conf files are stale, run deploy/local/down.sh --purge and try again"
 	fi
+	# A replica that has not finished its first sync cannot take over from its master, so
+	# the cluster is ready when every replica's link to its master is up.
+	if ! km_wait 30 km_redis_replicas_synced; then
+		km_warn "redis cluster: some replicas have not synced with their masters within 30 s"
+	fi
 	local masters replicas
 	masters=$(km_rcli "$h0" "$p0" cluster nodes | awk '$3 ~ /master/' | wc -l)
 	replicas=$(km_rcli "$h0" "$p0" cluster nodes | awk '$3 ~ /slave/' | wc -l)
-	km_log "redis cluster: cluster_state:ok ($masters masters, $replicas replicas)"
+	km_log "redis cluster: cluster_state:ok ($masters masters, $replicas replicas in sync)"
+}
+
+km_redis_replicas_synced() {
+	local i role
+	for i in "${!KM_REDIS_PORTS[@]}"; do
+		role=$(km_redis_replication_field "${KM_REDIS_HOSTS[i]}" "${KM_REDIS_PORTS[i]}" role)
+		if [[ $role == slave ]]; then
+			[[ $(km_redis_replication_field "${KM_REDIS_HOSTS[i]}" "${KM_REDIS_PORTS[i]}" master_link_status) == up ]] || return 1
+		fi
+	done
+}
+
+km_redis_replication_field() { # host port field
+	km_rcli "$1" "$2" info replication 2>/dev/null | tr -d '\r' | sed -n "s/^$3://p"
 }
 
 # Is the node answering at host:port one that runs in this stack's folder?

@@ -15,10 +15,10 @@ mod redis;
 pub use database::TestDb;
 pub use isolation::Isolation;
 pub use otlp::{OtlpReceiver, ReceivedSpan};
-pub use private_stores::PrivateStores;
+pub use private_stores::{Private, PrivateStores};
 pub use process::{ServiceProcess, free_port, run_to_exit, service_command, workspace_binary};
 pub use rabbit::TestRabbit;
-pub use redis::{TestRedis, cluster_masters, delete_prefix, dump_prefix};
+pub use redis::{TestRedis, cluster_masters, delete_prefix, dump_prefix, kill_node, master_of};
 
 /// Reads a setting the way the local stack exports it, with the stack's default.
 pub fn setting(name: &str, default: &str) -> String {

@@ -1,13 +1,23 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-/// A PostgreSQL and a RabbitMQ node of this test's own, started by the local stack script
-/// on free loopback ports (the Redis Cluster is the shared one), so a test may stop and
-/// start them without disturbing other tests. Dropping it stops both and deletes their data.
+/// Stores of this test's own, started by the local stack script on free loopback ports, so
+/// a test may stop, start or kill them without disturbing other tests; the others are the
+/// shared ones. Dropping it stops what it started and deletes their data.
 pub struct PrivateStores {
     pub database_url: String,
     pub amqp_url: String,
+    /// The Redis Cluster's nodes (six of its own, or the shared cluster's).
+    pub redis_nodes: Vec<String>,
     env: Vec<(String, String)>,
+}
+
+/// Which stores a test needs of its own.
+#[derive(Debug, Clone, Copy)]
+pub struct Private {
+    pub postgres: bool,
+    pub rabbitmq: bool,
+    pub redis: bool,
 }
 
 /// A free port whose RabbitMQ distribution port (port + 20000) is valid too.
@@ -28,10 +38,33 @@ impl PrivateStores {
     /// Starts both; `listen` are the three service addresses the test will use (they name
     /// the stack's state folder, so parallel tests never share one).
     pub fn start(listen: [&std::net::SocketAddr; 3]) -> Self {
-        let pg_port = low_free_port();
-        let amqp_port = low_free_port();
-        let database_url = format!("postgres://postgres@127.0.0.1:{pg_port}/keymeter");
-        let amqp_url = format!("amqp://guest:guest@127.0.0.1:{amqp_port}/%2f");
+        Self::start_some(
+            listen,
+            Private {
+                postgres: true,
+                rabbitmq: true,
+                redis: false,
+            },
+        )
+    }
+
+    /// Starts the stores `private` names; the others are the shared ones.
+    pub fn start_some(listen: [&std::net::SocketAddr; 3], private: Private) -> Self {
+        let database_url = if private.postgres {
+            format!("postgres://postgres@127.0.0.1:{}/keymeter", low_free_port())
+        } else {
+            crate::database_url()
+        };
+        let amqp_url = if private.rabbitmq {
+            format!("amqp://guest:guest@127.0.0.1:{}/%2f", low_free_port())
+        } else {
+            crate::amqp_url()
+        };
+        let redis_nodes: Option<Vec<String>> = private.redis.then(|| {
+            (0..6)
+                .map(|_| format!("redis://127.0.0.1:{}", low_free_port()))
+                .collect()
+        });
         let mut env = vec![
             ("KEYMETER_DATABASE_URL".to_owned(), database_url.clone()),
             ("KEYMETER_AMQP_URL".to_owned(), amqp_url.clone()),
@@ -39,13 +72,19 @@ impl PrivateStores {
             ("KEYMETER_LIMITER_LISTEN".to_owned(), listen[1].to_string()),
             ("KEYMETER_INGEST_LISTEN".to_owned(), listen[2].to_string()),
         ];
-        // The shared cluster, as the stack script names it (all six nodes).
-        if let Ok(nodes) = std::env::var("KEYMETER_REDIS_NODES") {
-            env.push(("KEYMETER_REDIS_NODES".to_owned(), nodes));
+        match &redis_nodes {
+            Some(nodes) => env.push(("KEYMETER_REDIS_NODES".to_owned(), nodes.join(","))),
+            // The shared cluster, as the stack script names it (all six nodes).
+            None => {
+                if let Ok(nodes) = std::env::var("KEYMETER_REDIS_NODES") {
+                    env.push(("KEYMETER_REDIS_NODES".to_owned(), nodes));
+                }
+            }
         }
         let stores = Self {
             database_url,
             amqp_url,
+            redis_nodes: redis_nodes.unwrap_or_else(crate::redis_nodes),
             env,
         };
         stores.script("up.sh", &["--stores-only"]);

@@ -76,6 +76,62 @@ pub async fn cluster_masters(cluster: &RedisCluster) -> Vec<String> {
         .collect()
 }
 
+/// The master (`host:port`) serving the slot of `key`, from `CLUSTER KEYSLOT` and
+/// `CLUSTER NODES`.
+pub async fn master_of(cluster: &RedisCluster, key: &str) -> String {
+    let mut conn = cluster.connection().await.expect("cluster connection");
+    let slot: i64 = deadpool_redis::redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .expect("CLUSTER KEYSLOT");
+    let nodes: String = deadpool_redis::redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(&mut conn)
+        .await
+        .expect("CLUSTER NODES");
+    nodes
+        .lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let flags = fields.get(2)?;
+            if !flags.contains("master") || flags.contains("fail") {
+                return None;
+            }
+            let serves = fields.iter().skip(8).any(|range| {
+                let mut bounds = range.split('-').filter_map(|b| b.parse::<i64>().ok());
+                match (bounds.next(), bounds.next()) {
+                    (Some(start), Some(end)) => (start..=end).contains(&slot),
+                    (Some(single), None) => single == slot,
+                    _ => false,
+                }
+            });
+            serves.then(|| fields[1].split('@').next().map(str::to_owned))?
+        })
+        .expect("a master serves the key's slot")
+}
+
+/// SIGKILLs the Redis server at `host:port` (its pid from `INFO server`), as a crash would.
+pub fn kill_node(addr: &str) {
+    let (host, port) = addr.rsplit_once(':').expect("host:port");
+    let info = std::process::Command::new("redis-cli")
+        .args(["-h", host, "-p", port, "INFO", "server"])
+        .output()
+        .expect("redis-cli");
+    let text = String::from_utf8_lossy(&info.stdout);
+    let pid = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("process_id:"))
+        .expect("process_id in INFO server")
+        .to_owned();
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success(), "kill -9 {pid}");
+}
+
 /// The names and values (as text, whatever their type) of every key under `prefix`, read
 /// node by node: tests use it to look for anything that must not be in Redis.
 pub async fn dump_prefix(cluster: &RedisCluster, prefix: &str) -> Vec<(String, String)> {

@@ -1,8 +1,9 @@
-use std::time::Duration;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
 
 use deadpool_redis::cluster::{ClusterConnection, Config, Connection, Pool, PoolError, Runtime};
 use deadpool_redis::redis::{self, RedisError};
-use tokio::sync::OnceCell;
+use tokio::sync::Mutex;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedisClusterError {
@@ -50,9 +51,20 @@ pub struct RedisCluster {
 
 struct Inner {
     pool: Pool,
-    shared: OnceCell<ClusterConnection>,
+    /// The connection every caller clones, and when it was made; `None` until the first
+    /// call, and again after a failure that calls for a fresh one.
+    shared: RwLock<Option<(ClusterConnection, Instant)>>,
+    /// One caller at a time makes the connection; the others wait and clone it.
+    connecting: Mutex<()>,
     settings: RedisSettings,
 }
+
+/// A connection is replaced after a timeout or an I/O error, at most this often. The
+/// cluster client keeps a slot map and node connections of its own; after a failover it
+/// was seen to hang on every command, even PING, long after the cluster had recovered
+/// (tested: a master SIGKILLed under load). A fresh connection discovers the topology again
+/// from the configured nodes.
+const MIN_CONNECTION_AGE: Duration = Duration::from_secs(1);
 
 impl RedisCluster {
     /// Builds the client without connecting, so a service starts while the cluster is
@@ -67,7 +79,8 @@ impl RedisCluster {
         Ok(Self {
             inner: std::sync::Arc::new(Inner {
                 pool,
-                shared: OnceCell::new(),
+                shared: RwLock::new(None),
+                connecting: Mutex::new(()),
                 settings,
             }),
         })
@@ -79,18 +92,40 @@ impl RedisCluster {
 
     /// A clone of the shared multiplexed connection, connecting on first use.
     pub async fn connection(&self) -> Result<ClusterConnection, RedisClusterError> {
-        let timeout = self.inner.settings.response_timeout;
-        let shared = self
-            .inner
-            .shared
-            .get_or_try_init(|| async {
-                let checkout = tokio::time::timeout(timeout * 4, self.inner.pool.get())
-                    .await
-                    .map_err(|_| RedisClusterError::Timeout(timeout * 4))??;
-                Ok::<_, RedisClusterError>(Connection::take(checkout))
-            })
-            .await?;
-        Ok(shared.clone())
+        if let Some(connection) = self.current() {
+            return Ok(connection);
+        }
+        let _one_at_a_time = self.inner.connecting.lock().await;
+        if let Some(connection) = self.current() {
+            return Ok(connection);
+        }
+        let timeout = self.inner.settings.response_timeout * 4;
+        let checkout = tokio::time::timeout(timeout, self.inner.pool.get())
+            .await
+            .map_err(|_| RedisClusterError::Timeout(timeout))??;
+        let connection = Connection::take(checkout);
+        if let Ok(mut shared) = self.inner.shared.write() {
+            *shared = Some((connection.clone(), Instant::now()));
+        }
+        Ok(connection)
+    }
+
+    fn current(&self) -> Option<ClusterConnection> {
+        let shared = self.inner.shared.read().ok()?;
+        shared.as_ref().map(|(connection, _)| connection.clone())
+    }
+
+    /// Drops the shared connection after a failure that may mean a stale topology, so the
+    /// next call connects afresh; not more often than `MIN_CONNECTION_AGE`.
+    fn replace_after_failure(&self) {
+        if let Ok(mut shared) = self.inner.shared.write()
+            && shared
+                .as_ref()
+                .is_some_and(|(_, since)| since.elapsed() >= MIN_CONNECTION_AGE)
+        {
+            tracing::warn!("redis cluster connection failing; connecting afresh");
+            *shared = None;
+        }
     }
 
     /// Runs one command future under the response timeout.
@@ -99,10 +134,19 @@ impl RedisCluster {
         F: std::future::Future<Output = Result<T, RedisError>>,
     {
         let timeout = self.inner.settings.response_timeout;
-        tokio::time::timeout(timeout, command)
-            .await
-            .map_err(|_| RedisClusterError::Timeout(timeout))?
-            .map_err(RedisClusterError::from)
+        match tokio::time::timeout(timeout, command).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => {
+                if error.is_io_error() || error.is_connection_dropped() || error.is_timeout() {
+                    self.replace_after_failure();
+                }
+                Err(error.into())
+            }
+            Err(_) => {
+                self.replace_after_failure();
+                Err(RedisClusterError::Timeout(timeout))
+            }
+        }
     }
 
     /// Ready means the cluster answers and says every slot is served (`cluster_state:ok`).

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 
 mod deny_cache;
+mod failover;
 mod fleet;
 mod nginx;
 mod traces;
@@ -126,4 +127,8 @@ fn refuses_to_start_without_a_valid_pepper() {
         stderr.starts_with("error: KEYMETER_PEPPER (--pepper) invalid value: must be 64 hex"),
         "{stderr}"
     );
+}
+
+pub fn free_addr() -> SocketAddr {
+    format!("127.0.0.1:{}", free_port()).parse().unwrap()
 }
