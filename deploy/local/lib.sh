@@ -584,6 +584,7 @@ km_redis_up() {
 			km_log "redis cluster: already formed, waiting for cluster_state:ok"
 		fi
 	fi
+	km_redis_rejoin_empty_nodes
 	if ! km_wait 30 km_redis_all_ok; then
 		for i in "${!KM_REDIS_PORTS[@]}"; do
 			printf '  %s:%s cluster_state:%s\n' "${KM_REDIS_HOSTS[i]}" "${KM_REDIS_PORTS[i]}" \
@@ -600,6 +601,35 @@ km_redis_up() {
 	masters=$(km_rcli "$h0" "$p0" cluster nodes | awk '$3 ~ /master/' | wc -l)
 	replicas=$(km_rcli "$h0" "$p0" cluster nodes | awk '$3 ~ /slave/' | wc -l)
 	km_log "redis cluster: cluster_state:ok ($masters masters, $replicas replicas in sync)"
+}
+
+# A node that came back empty (its nodes.conf lost, e.g. a node killed and restarted fresh)
+# beside a formed cluster: join it as a replica of the master with the fewest, and forget
+# the entries of nodes that no longer have an address.
+km_redis_rejoin_empty_nodes() {
+	local i h p anchor="" id
+	for i in "${!KM_REDIS_PORTS[@]}"; do
+		h=${KM_REDIS_HOSTS[i]}
+		p=${KM_REDIS_PORTS[i]}
+		if [[ $(km_redis_field "$h" "$p" cluster_known_nodes) != 1 ]]; then
+			anchor="$(km_local_ip "$h"):$p"
+			break
+		fi
+	done
+	[[ -n $anchor ]] || return 0
+	for i in "${!KM_REDIS_PORTS[@]}"; do
+		h=${KM_REDIS_HOSTS[i]}
+		p=${KM_REDIS_PORTS[i]}
+		[[ $(km_redis_field "$h" "$p" cluster_known_nodes) == 1 &&
+			$(km_redis_field "$h" "$p" cluster_slots_assigned) == 0 ]] || continue
+		for id in $(km_rcli "${anchor%:*}" "${anchor##*:}" cluster nodes | awk '$3 ~ /noaddr/ {print $1}'); do
+			redis-cli --cluster call "$anchor" cluster forget "$id" >/dev/null 2>&1 || true
+		done
+		km_log "redis cluster: $h:$p is empty; joining it as a replica"
+		redis-cli --cluster add-node "$(km_local_ip "$h"):$p" "$anchor" --cluster-slave \
+			>>"$KM_LOGS/redis-cluster-create.log" 2>&1 ||
+			km_warn "redis cluster: could not join $h:$p (log: $(km_rel "$KM_LOGS/redis-cluster-create.log"))"
+	done
 }
 
 km_redis_replicas_synced() {
