@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Benchmarks POST /v1/check of the running local stack (start it with up.sh, a release
 # build) and, in the same run for comparison, bare EVALSHA calls of the same check script
-# with redis-benchmark against the same cluster.
+# with redis-benchmark against the same cluster; then, with wrk, the limiter against the
+# fastify + rate-limiter-flexible service of deploy/local/baseline on the same cluster
+# (wrk is installed with apt-get; the baseline needs node and npm, else it is skipped).
 #
 #   deploy/local/bench.sh    (BENCH_CONNECTIONS=50 BENCH_SECONDS=10 BENCH_LOAD_FRACTION=0.7)
 set -euo pipefail
@@ -31,3 +33,32 @@ km_log "bench: bare EVALSHA of the same script, redis-benchmark --cluster -c ${B
 redis-benchmark -h "$host" -p "$port" --cluster -c "${BENCH_CONNECTIONS:-50}" -n 300000 -r 100000 -q \
 	EVALSHA "$sha" 2 'bench:{tag}:credits' 'bench:{tag}:limit:__rand_int__' 1 0 0 0 1 token_bucket 1000000000000 1000 1000000000000 |
 	tr '\r' '\n' | tail -n 1
+
+# ---------------------------------------------------------------- wrk: limiter vs baseline
+km_need_cmd wrk wrk
+body=$(mktemp)
+trap 'rm -f "$body"; [[ -n ${baseline_pid:-} ]] && kill "$baseline_pid" 2>/dev/null || true' EXIT
+printf 'wrk.method = "POST"\nwrk.body = \x27{"key":"%s"}\x27\nwrk.headers["Content-Type"] = "application/json"\n' "$key" >"$body"
+wrk_rate() { # url -> "<req/s> <p99>"
+	wrk -t2 -c"${BENCH_CONNECTIONS:-50}" -d"${BENCH_SECONDS:-10}s" --latency -s "$body" "$1/v1/check" |
+		awk '/Requests\/sec/ {r=$2} $1=="99%" {p=$2} END {print r, p}'
+}
+if command -v node >/dev/null && command -v npm >/dev/null; then
+	(cd deploy/local/baseline && npm ci --no-audit --no-fund --silent >/dev/null)
+	port=3987
+	while km_port_open 127.0.0.1 "$port"; do port=$((port + 1)); done
+	nodes=$(for i in "${!KM_REDIS_PORTS[@]}"; do printf '%s:%s,' "${KM_REDIS_HOSTS[i]}" "${KM_REDIS_PORTS[i]}"; done)
+	REDIS_NODES=${nodes%,} PORT=$port node deploy/local/baseline/server.js >"$KM_LOGS/baseline.log" 2>&1 &
+	baseline_pid=$!
+	km_wait 10 curl -fs -o /dev/null -X POST -H 'content-type: application/json' -d '{"key":"x"}' "http://127.0.0.1:$port/v1/check" ||
+		km_die "the baseline did not start (log: $(km_rel "$KM_LOGS/baseline.log"))"
+	km_log "bench: wrk -t2 -c${BENCH_CONNECTIONS:-50}, limiter and baseline in turn"
+	read -r ours ours_p99 < <(wrk_rate "$limiter")
+	read -r theirs theirs_p99 < <(wrk_rate "http://127.0.0.1:$port")
+	km_log "limiter:  $ours req/s (p99 $ours_p99)"
+	km_log "baseline: $theirs req/s (p99 $theirs_p99), fastify + rate-limiter-flexible"
+	km_log "ratio limiter / baseline: $(awk -v a="$ours" -v b="$theirs" 'BEGIN {printf "%.2f", a / b}')"
+else
+	read -r ours ours_p99 < <(wrk_rate "$limiter")
+	km_log "limiter (wrk): $ours req/s (p99 $ours_p99); no node/npm, so no baseline"
+fi
