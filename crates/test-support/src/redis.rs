@@ -53,15 +53,20 @@ impl Default for TestRedis {
     }
 }
 
-/// Every master of the cluster as `host:port`, from `CLUSTER NODES`.
-pub async fn cluster_masters(cluster: &RedisCluster) -> Vec<String> {
+/// `CLUSTER NODES`, as the node the client asks answers it.
+async fn cluster_nodes(cluster: &RedisCluster) -> String {
     let mut conn = cluster.connection().await.expect("cluster connection");
-    let nodes: String = deadpool_redis::redis::cmd("CLUSTER")
+    deadpool_redis::redis::cmd("CLUSTER")
         .arg("NODES")
         .query_async(&mut conn)
         .await
-        .expect("CLUSTER NODES");
-    nodes
+        .expect("CLUSTER NODES")
+}
+
+/// Every master of the cluster as `host:port`, from `CLUSTER NODES`.
+pub async fn cluster_masters(cluster: &RedisCluster) -> Vec<String> {
+    cluster_nodes(cluster)
+        .await
         .lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
@@ -86,12 +91,8 @@ pub async fn master_of(cluster: &RedisCluster, key: &str) -> String {
         .query_async(&mut conn)
         .await
         .expect("CLUSTER KEYSLOT");
-    let nodes: String = deadpool_redis::redis::cmd("CLUSTER")
-        .arg("NODES")
-        .query_async(&mut conn)
+    cluster_nodes(cluster)
         .await
-        .expect("CLUSTER NODES");
-    nodes
         .lines()
         .find_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();

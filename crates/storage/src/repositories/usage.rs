@@ -81,19 +81,25 @@ struct Count {
     count: i32,
 }
 
+/// Serialises partition changes until the end of the transaction, under a lock named after
+/// the schema, so two workers creating or dropping the same day never collide.
+async fn lock_partitions(conn: &mut AsyncPgConnection) -> QueryResult<()> {
+    diesel::sql_query(
+        "SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':keymeter-partitions'))",
+    )
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
 /// Creates the daily partitions of `usage_logs` for `[first_day, first_day + days)` that are
-/// missing; returns how many it created. Serialised by a lock named after the schema, so two
-/// workers creating the same day never collide. Call it inside a transaction.
+/// missing; returns how many it created. Call it inside a transaction.
 pub async fn ensure_partitions(
     conn: &mut AsyncPgConnection,
     first_day: NaiveDate,
     days: i32,
 ) -> QueryResult<i32> {
-    diesel::sql_query(
-        "SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':keymeter-partitions'))",
-    )
-    .execute(conn)
-    .await?;
+    lock_partitions(conn).await?;
     diesel::sql_query("SELECT usage_logs_ensure_partitions($1, $2) AS count")
         .bind::<Date, _>(first_day)
         .bind::<Integer, _>(days)
@@ -108,11 +114,7 @@ pub async fn drop_partitions_before(
     conn: &mut AsyncPgConnection,
     cutoff: NaiveDate,
 ) -> QueryResult<i32> {
-    diesel::sql_query(
-        "SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':keymeter-partitions'))",
-    )
-    .execute(conn)
-    .await?;
+    lock_partitions(conn).await?;
     diesel::sql_query("SELECT usage_logs_drop_partitions_before($1) AS count")
         .bind::<Date, _>(cutoff)
         .get_result::<Count>(conn)
