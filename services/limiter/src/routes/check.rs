@@ -36,5 +36,8 @@ pub async fn check(
     }
     let key = parsed.key.or_else(|| key_from_headers(&request));
     let decision = checker.check(key.as_deref(), cost).await;
+    // Off at the default `info` level; with `limiter=debug` each answer is a log line (with
+    // the request's trace id when tracing is on).
+    tracing::debug!(code = decision.code.as_str(), cost, "check answered");
     answer::respond(&decision, answer::status_of(decision.code), true)
 }

@@ -30,12 +30,18 @@ async fn spans_arrive_with_their_names_and_parents() {
         }],
     )
     .await;
+    let log_path = std::env::temp_dir().join(format!("limiter-{}.log", isolation.redis_prefix));
     let (mut command, addr) = crate::serve_isolated(&isolation);
     command
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint())
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-        .env("KEYMETER_USAGE_FLUSH_MS", "100");
-    let limiter = ServiceProcess::start(command, addr).await;
+        .env("KEYMETER_USAGE_FLUSH_MS", "100")
+        .env("KEYMETER_LOG", "limiter=debug,warn")
+        .env("KEYMETER_LOG_FORMAT", "json")
+        .stderr(std::process::Stdio::from(
+            std::fs::File::create(&log_path).unwrap(),
+        ));
+    let limiter = ServiceProcess::start_with_own_stderr(command, addr).await;
     let response = reqwest::Client::new()
         .post(limiter.url("/v1/check"))
         .header("traceparent", format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01"))
@@ -82,6 +88,16 @@ async fn spans_arrive_with_their_names_and_parents() {
     assert_eq!(script.kind, 3, "client");
     assert_eq!(publish.kind, 4, "producer");
     assert!(limiter.terminate().await.success());
+    // The JSON log line written inside the request carries the request's trace id.
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_file(&log_path);
+    let answered: serde_json::Value = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|line| line["message"] == "check answered")
+        .unwrap_or_else(|| panic!("no `check answered` line in:\n{logs}"));
+    assert_eq!(answered["span"]["trace_id"], CALLER_TRACE, "{answered}");
+    assert_eq!(answered["code"], "OK");
     receiver.stop().await;
     isolation.cleanup().await;
 }
