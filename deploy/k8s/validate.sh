@@ -90,7 +90,7 @@ fi
 
 # ------------------------------------------------------------------------- 1. yamllint
 step "yamllint --strict (config .yamllint)"
-mapfile -t yaml_files < <(find deploy -type f \( -name '*.yaml' -o -name '*.yml' \) | sort)
+mapfile -t yaml_files < <(find deploy -path '*/node_modules' -prune -o -type f \( -name '*.yaml' -o -name '*.yml' \) -print | sort)
 yaml_files+=(docker-compose.yml .yamllint)
 if "$BIN/yamllint" --strict --config-file .yamllint "${yaml_files[@]}"; then
 	ok "${#yaml_files[@]} YAML files"
