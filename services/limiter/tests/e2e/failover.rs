@@ -1,7 +1,8 @@
 //! A Redis master SIGKILLed under load, on a cluster of this test's own: every answer
-//! follows the failure policy (fail-open: 200 flagged as degraded, never 401), and normal
-//! answers come back once the cluster has promoted a replica.
+//! follows the failure policy (fail-open: 200 flagged as degraded; fail-closed: 503), never
+//! 401, and normal answers come back once the cluster has promoted a replica.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,8 +19,47 @@ struct Answer {
     degraded: bool,
 }
 
+impl Answer {
+    /// Answered by the failure policy rather than by Redis.
+    fn by_policy(&self) -> bool {
+        self.degraded || self.status == 503
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_master_killed_under_load_is_ridden_out_by_the_failure_policy() {
+async fn fail_open_answers_200_flagged_through_a_master_kill() {
+    let answers = kill_a_master_under_load("open").await;
+    let statuses: BTreeSet<u16> = answers.iter().map(|a| a.status).collect();
+    assert_eq!(
+        statuses,
+        [200].into(),
+        "fail-open answers 200, never 401 or 5xx"
+    );
+    assert!(
+        answers.iter().any(|a| a.degraded),
+        "the outage was seen and flagged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_closed_answers_503_through_a_master_kill() {
+    let answers = kill_a_master_under_load("closed").await;
+    let statuses: BTreeSet<u16> = answers.iter().map(|a| a.status).collect();
+    assert_eq!(
+        statuses,
+        [200, 503].into(),
+        "fail-closed answers 503, never 401"
+    );
+    assert!(
+        answers.iter().all(|a| !a.degraded),
+        "no allowed answer without Redis"
+    );
+}
+
+/// Checks from four lanes; the master of the key's slot is SIGKILLed after a second; the
+/// lanes go on until answers are normal again (or 40 s pass). Asserts that they did come
+/// back, and returns every answer.
+async fn kill_a_master_under_load(policy: &str) -> Vec<Answer> {
     let isolation = test_support::Isolation::new().await;
     let listen = crate::free_addr();
     let stores = PrivateStores::start_some(
@@ -47,7 +87,8 @@ async fn a_master_killed_under_load_is_ridden_out_by_the_failure_policy() {
     let (mut command, _) = crate::serve_isolated(&isolation);
     command
         .env("KEYMETER_LIMITER_LISTEN", listen.to_string())
-        .env("KEYMETER_REDIS_NODES", stores.redis_nodes.join(","));
+        .env("KEYMETER_REDIS_NODES", stores.redis_nodes.join(","))
+        .env("KEYMETER_FAILURE_POLICY", policy);
     let limiter = ServiceProcess::start(command, listen).await;
 
     let answers = Arc::new(Mutex::new(Vec::<Answer>::new()));
@@ -93,9 +134,9 @@ async fn a_master_killed_under_load_is_ridden_out_by_the_failure_policy() {
                 .iter()
                 .filter(|a| a.at > started.elapsed().saturating_sub(Duration::from_secs(2)))
                 .collect();
-            answers.iter().any(|a| a.degraded)
+            answers.iter().any(Answer::by_policy)
                 && !recent.is_empty()
-                && recent.iter().all(|a| !a.degraded)
+                && recent.iter().all(|a| !a.by_policy())
         };
         if recovered || Instant::now() > deadline {
             break;
@@ -109,28 +150,29 @@ async fn a_master_killed_under_load_is_ridden_out_by_the_failure_policy() {
     let mut per_second = std::collections::BTreeMap::<u64, (u32, u32)>::new();
     for a in &answers {
         let e = per_second.entry(a.at.as_secs()).or_default();
-        if a.degraded { e.1 += 1 } else { e.0 += 1 }
+        if a.by_policy() { e.1 += 1 } else { e.0 += 1 }
     }
-    eprintln!("answers per second (normal, degraded): {per_second:?}");
-    let statuses: std::collections::BTreeSet<u16> = answers.iter().map(|a| a.status).collect();
-    assert_eq!(
-        statuses,
-        [200].into(),
-        "fail-open answers 200, never 401 or 5xx"
+    eprintln!("fail-{policy}: answers per second (normal, by the policy): {per_second:?}");
+    let degraded: Vec<&Answer> = answers.iter().filter(|a| a.by_policy()).collect();
+    assert!(
+        !degraded.is_empty(),
+        "the outage was answered by the policy"
     );
-    let degraded: Vec<&Answer> = answers.iter().filter(|a| a.degraded).collect();
-    assert!(!degraded.is_empty(), "the outage was seen and flagged");
+    assert!(
+        answers.iter().all(|a| a.status != 401),
+        "a store outage is never a 401"
+    );
     let last_degraded = degraded.last().map(|a| a.at).unwrap_or_default();
     let normal_after = answers
         .iter()
-        .filter(|a| a.at > last_degraded && !a.degraded)
+        .filter(|a| a.at > last_degraded && !a.by_policy())
         .count();
     assert!(
         normal_after > 0,
         "normal answers came back after the failover"
     );
     eprintln!(
-        "failover: master {master} killed at {:.2} s; {} answers, {} degraded from {:.2} s to {:.2} s; {normal_after} normal answers after",
+        "fail-{policy}: master {master} killed at {:.2} s; {} answers, {} by the policy from {:.2} s to {:.2} s; {normal_after} normal answers after",
         killed_at.as_secs_f64(),
         answers.len(),
         degraded.len(),
@@ -142,4 +184,5 @@ async fn a_master_killed_under_load_is_ridden_out_by_the_failure_policy() {
     );
     assert!(limiter.terminate().await.success());
     isolation.rabbit.cleanup().await;
+    answers
 }
