@@ -1,7 +1,7 @@
 //! The messages between services (API.md, "On the wire"). Each carries `"v": 1`; a reader
 //! refuses any other version instead of guessing, so a poison message is recognised as such.
 
-use chrono::{DateTime, Timelike, Utc};
+use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -32,11 +32,6 @@ impl From<V1> for u64 {
 
 /// Most entries one batch may carry; a limiter splits larger flushes.
 pub const MAX_BATCH_ENTRIES: usize = 10_000;
-
-/// The largest count or cost one entry may carry (one limiter, one key, one minute). Far
-/// above any real traffic, and low enough that sums of many entries stay inside `bigint`,
-/// so adding a batch in Postgres can never fail on an overflow and loop forever.
-pub const MAX_ENTRY_VALUE: u64 = 1_000_000_000_000_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EventError {
@@ -97,12 +92,19 @@ impl UsageBatch {
             if entry.allowed == 0 && entry.denied == 0 {
                 return Err(EventError::Impossible("an entry with no requests".into()));
             }
-            if entry.allowed > MAX_ENTRY_VALUE
-                || entry.denied > MAX_ENTRY_VALUE
-                || entry.cost > MAX_ENTRY_VALUE
+            // Postgres stores bigint; the sums saturate there instead of failing.
+            if entry.allowed > i64::MAX as u64
+                || entry.denied > i64::MAX as u64
+                || entry.cost > i64::MAX as u64
             {
+                return Err(EventError::Impossible("a count beyond i64".into()));
+            }
+            // Limiters stamp minutes with Redis's clock; anything outside this range is not
+            // a real minute, and Postgres could not store every such date.
+            if !(1970..=9999).contains(&entry.minute.year()) {
                 return Err(EventError::Impossible(format!(
-                    "a count or cost above {MAX_ENTRY_VALUE}"
+                    "minute {} is outside the years 1970 to 9999",
+                    entry.minute
                 )));
             }
         }
@@ -172,9 +174,14 @@ mod tests {
         assert!(UsageBatch::decode(extra.as_bytes()).is_err());
         let negative = BATCH.replace(r#""allowed":3"#, r#""allowed":-3"#);
         assert!(UsageBatch::decode(negative.as_bytes()).is_err());
-        let huge = BATCH.replace(r#""cost":7"#, r#""cost":1000000000000000001"#);
+        let huge = BATCH.replace(r#""cost":7"#, r#""cost":9223372036854775808"#);
         assert!(matches!(
             UsageBatch::decode(huge.as_bytes()),
+            Err(EventError::Impossible(_))
+        ));
+        let ancient = BATCH.replace("2026-11-28T10:05:00Z", "-5000-01-01T00:00:00Z");
+        assert!(matches!(
+            UsageBatch::decode(ancient.as_bytes()),
             Err(EventError::Impossible(_))
         ));
     }

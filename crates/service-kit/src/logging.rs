@@ -20,12 +20,13 @@ pub enum LogFormat {
 pub fn init(service: &'static str, filter: &str, format: LogFormat) -> Telemetry {
     // Store-call spans are for traces only; they would only clutter the logs. The request
     // span (built only when tracing is on) is always seen, so log lines carry its trace id.
-    let log_filter = EnvFilter::try_new(format!(
-        "{filter},{}=off,{}=info",
+    let always = format!(
+        "{}=off,{}=info",
         storage::SPAN_TARGET,
         telemetry::REQUEST_TARGET
-    ))
-    .unwrap_or_else(|_| EnvFilter::new("info"));
+    );
+    let log_filter = EnvFilter::try_new(format!("{filter},{always}"))
+        .unwrap_or_else(|_| EnvFilter::new(format!("info,{always}")));
     let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let logs = match format {
         LogFormat::Text => logs.boxed(),

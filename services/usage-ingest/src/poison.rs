@@ -37,19 +37,25 @@ pub fn judge(
             detail,
         },
     })?;
-    if let Some(made) = made_at(&batch) {
-        let age = now.signed_duration_since(made);
-        if age.to_std().is_ok_and(|age| age > dedup_window) {
-            return Err(Poison {
-                kind: "too_old",
-                detail: format!(
-                    "batch made at {made}, older than the {} s a batch id is remembered",
-                    dedup_window.as_secs()
-                ),
-            });
-        }
+    match too_old(&batch, now, dedup_window) {
+        Some(poison) => Err(poison),
+        None => Ok(batch),
     }
-    Ok(batch)
+}
+
+/// `too_old` poison when the batch's id says it was made longer ago than `dedup_window`.
+pub fn too_old(batch: &UsageBatch, now: DateTime<Utc>, dedup_window: Duration) -> Option<Poison> {
+    let made = made_at(batch)?;
+    let age = now.signed_duration_since(made);
+    age.to_std()
+        .is_ok_and(|age| age > dedup_window)
+        .then(|| Poison {
+            kind: "too_old",
+            detail: format!(
+                "batch made at {made}, older than the {} s a batch id is remembered",
+                dedup_window.as_secs()
+            ),
+        })
 }
 
 /// When the batch was made, from its id when the id is a UUIDv7 (limiters make v7 ids).
@@ -89,10 +95,15 @@ pub async fn send_to_dead_letters(
     };
     match published {
         Ok(()) => {
-            delivery
+            let acked = delivery
                 .acker
                 .ack(lapin::options::BasicAckOptions::default())
                 .await?;
+            if !acked {
+                // It comes back and is dead-lettered again: a duplicate among the dead
+                // letters, never in the counts.
+                tracing::warn!("channel closed before the poison message was acked");
+            }
             Ok(())
         }
         Err(error) => {

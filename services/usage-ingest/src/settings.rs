@@ -50,7 +50,7 @@ pub struct ServeArgs {
     /// How long a batch id is remembered (hours). A batch made longer ago than this is
     /// dead-lettered as `too_old` rather than risk counting it twice.
     #[arg(long, env = "KEYMETER_INGEST_DEDUP_HOURS", default_value_t = 168,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=87_600))]
     pub dedup_hours: u64,
     /// Daily partitions of usage_logs created ahead of today.
     #[arg(long, env = "KEYMETER_USAGE_PARTITIONS_AHEAD", default_value_t = 7,
@@ -58,11 +58,11 @@ pub struct ServeArgs {
     pub partitions_ahead: u32,
     /// Days of usage kept; older daily partitions are dropped.
     #[arg(long, env = "KEYMETER_USAGE_RETENTION_DAYS", default_value_t = 90,
-          value_parser = clap::value_parser!(u32).range(1..))]
+          value_parser = clap::value_parser!(u32).range(1..=36_600))]
     pub retention_days: u32,
     /// How often the partition upkeep runs (seconds).
     #[arg(long, env = "KEYMETER_USAGE_UPKEEP_SECS", default_value_t = 3600,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub upkeep_secs: u64,
 }
 

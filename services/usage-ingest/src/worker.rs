@@ -111,6 +111,9 @@ async fn consume_until_broken(
 ) {
     loop {
         let first = tokio::select! {
+            // Shutdown first: a group left unacked by a stopped retry must not be acked by
+            // the `multiple` ack of a later group.
+            biased;
             _ = shutdown.cancelled() => return,
             next = tokio::time::timeout(Duration::from_secs(1), consumer.next()) => next,
         };
@@ -153,9 +156,14 @@ async fn consume_until_broken(
             messaging.destination.name = link.topology().usage_queue(),
             messaging.batch.message_count = hand.len(),
         );
-        handle(link, writer, settings, hand, shutdown)
+        let settled = handle(link, writer, settings, hand, shutdown)
             .instrument(span)
             .await;
+        if !settled {
+            // Stopped while retrying: the group stays unacked (the broker hands it out again
+            // once the channel closes), and nothing more is taken from this channel.
+            return;
+        }
         if broken {
             tracing::warn!("usage consumer broke; reconnecting");
             return;
@@ -164,37 +172,42 @@ async fn consume_until_broken(
 }
 
 /// Dead-letters the poison, counts the rest in one transaction (retrying while Postgres
-/// fails), then acks them all.
+/// fails), then acks them all. Returns false when stopped before the group was settled.
 async fn handle(
     link: &RabbitLink,
     writer: &Writer,
     settings: &WorkerSettings,
     hand: Vec<Delivery>,
     shutdown: &CancellationToken,
-) {
-    let now = Utc::now();
+) -> bool {
     let mut good: Vec<(Delivery, UsageBatch)> = Vec::with_capacity(hand.len());
     for delivery in hand {
-        match poison::judge(&delivery.data, now, settings.dedup_window) {
+        match poison::judge(&delivery.data, Utc::now(), settings.dedup_window) {
             Ok(batch) => good.push((delivery, batch)),
             Err(reason) => dead_letter(link, &delivery, &reason).await,
         }
     }
-    let Some((last, _)) = good.last() else {
-        return;
-    };
-    let oldest = good
-        .iter()
-        .filter_map(|(_, batch)| poison::made_at(batch))
-        .min();
-    let batches: Vec<&UsageBatch> = good.iter().map(|(_, batch)| batch).collect();
     let mut backoff = Backoff::new();
     let written = loop {
-        if let Some(oldest) = oldest {
+        // A long Postgres outage can outlast the dedup window: judged again before each
+        // try, a batch whose id may be pruned by now goes to the dead letters instead.
+        let mut still_good = Vec::with_capacity(good.len());
+        for (delivery, batch) in good {
+            match poison::too_old(&batch, Utc::now(), settings.dedup_window) {
+                None => still_good.push((delivery, batch)),
+                Some(reason) => dead_letter(link, &delivery, &reason).await,
+            }
+        }
+        good = still_good;
+        if good.is_empty() {
+            return true;
+        }
+        if let Some(oldest) = good.iter().filter_map(|(_, b)| poison::made_at(b)).min() {
             let lag = Utc::now().signed_duration_since(oldest);
             metrics::gauge!("keymeter_ingest_lag_seconds")
                 .set(lag.num_milliseconds().max(0) as f64 / 1000.0);
         }
+        let batches: Vec<&UsageBatch> = good.iter().map(|(_, batch)| batch).collect();
         match writer.write(&batches).await {
             Ok(written) => break written,
             Err(error) => {
@@ -202,9 +215,9 @@ async fn handle(
                     .increment(1);
                 let wait = backoff.next();
                 tracing::warn!(%error, ?wait, batches = batches.len(), "cannot count usage batches; retrying");
-                // Stopping now leaves them unacked: the broker hands them out again.
                 tokio::select! {
-                    _ = shutdown.cancelled() => return,
+                    biased;
+                    _ = shutdown.cancelled() => return false,
                     _ = tokio::time::sleep(wait) => {}
                 }
             }
@@ -213,13 +226,21 @@ async fn handle(
     metrics::counter!("keymeter_ingest_batches_total").increment(written.batches as u64);
     metrics::counter!("keymeter_ingest_entries_total").increment(written.entries as u64);
     metrics::counter!("keymeter_ingest_duplicates_total").increment(written.duplicates as u64);
-    // Every delivery before `last` on this channel is handled (counted here, acked before,
-    // or dead-lettered), so one ack covers them all.
-    let acked = last.acker.ack(BasicAckOptions { multiple: true }).await;
-    if let Err(error) = acked {
-        // Counted but not acked: the redelivery is recognised by its batch id.
-        tracing::warn!(%error, "ack after commit failed; the redelivery will be skipped");
+    // Every delivery up to the last one on this channel is handled (counted here, acked
+    // before, or dead-lettered), so one ack covers them all.
+    if let Some((last, _)) = good.last() {
+        match last.acker.ack(BasicAckOptions { multiple: true }).await {
+            Ok(true) => {}
+            // Counted but not acked: the redelivery is recognised by its batch id.
+            Ok(false) => {
+                tracing::warn!("channel closed before the ack; the redelivery will be skipped")
+            }
+            Err(error) => {
+                tracing::warn!(%error, "ack after commit failed; the redelivery will be skipped")
+            }
+        }
     }
+    true
 }
 
 async fn dead_letter(link: &RabbitLink, delivery: &Delivery, reason: &Poison) {

@@ -147,7 +147,7 @@ fn sum_by_key_and_minute(batches: &[&UsageBatch]) -> Vec<UsageLogRow> {
                 denied: 0,
                 cost: 0,
             });
-        // Each value is at most MAX_ENTRY_VALUE (checked on decode), far from overflow.
+        // Saturating, as Postgres adds them (see usage::add_usage).
         row.allowed = row.allowed.saturating_add(as_i64(entry.allowed));
         row.denied = row.denied.saturating_add(as_i64(entry.denied));
         row.cost = row.cost.saturating_add(as_i64(entry.cost));

@@ -95,19 +95,22 @@ impl RedisCluster {
         if let Some(connection) = self.current() {
             return Ok(connection);
         }
-        let _one_at_a_time = self.inner.connecting.lock().await;
-        if let Some(connection) = self.current() {
-            return Ok(connection);
-        }
+        // The wait for another caller's attempt counts too, so a queue of callers behind
+        // a connect that hangs fails after this long, not one after another.
         let timeout = self.inner.settings.response_timeout * 4;
-        let checkout = tokio::time::timeout(timeout, self.inner.pool.get())
-            .await
-            .map_err(|_| RedisClusterError::Timeout(timeout))??;
-        let connection = Connection::take(checkout);
-        if let Ok(mut shared) = self.inner.shared.write() {
-            *shared = Some((connection.clone(), Instant::now()));
-        }
-        Ok(connection)
+        tokio::time::timeout(timeout, async {
+            let _one_at_a_time = self.inner.connecting.lock().await;
+            if let Some(connection) = self.current() {
+                return Ok(connection);
+            }
+            let connection = Connection::take(self.inner.pool.get().await?);
+            if let Ok(mut shared) = self.inner.shared.write() {
+                *shared = Some((connection.clone(), Instant::now()));
+            }
+            Ok(connection)
+        })
+        .await
+        .map_err(|_| RedisClusterError::Timeout(timeout))?
     }
 
     fn current(&self) -> Option<ClusterConnection> {

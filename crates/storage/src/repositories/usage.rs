@@ -33,9 +33,12 @@ pub async fn record_new_batches(
     if batches.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<Uuid> = batches.iter().map(|b| b.batch_id).collect();
-    let sources: Vec<&str> = batches.iter().map(|b| b.source.as_str()).collect();
-    let entries: Vec<i32> = batches.iter().map(|b| b.entries).collect();
+    // In id order, so two workers holding overlapping redeliveries lock in the same order.
+    let mut sorted: Vec<&BatchReceipt> = batches.iter().collect();
+    sorted.sort_by_key(|b| b.batch_id);
+    let ids: Vec<Uuid> = sorted.iter().map(|b| b.batch_id).collect();
+    let sources: Vec<&str> = sorted.iter().map(|b| b.source.as_str()).collect();
+    let entries: Vec<i32> = sorted.iter().map(|b| b.entries).collect();
     diesel::sql_query(
         "INSERT INTO ingested_batches (batch_id, source, entries) \
          SELECT * FROM unnest($1::uuid[], $2::text[], $3::int4[]) \
@@ -49,9 +52,10 @@ pub async fn record_new_batches(
     .map(|rows| rows.into_iter().map(|row| row.batch_id).collect())
 }
 
-/// Adds `rows` to the counts already stored for the same key and minute. The rows must hold
-/// each (key, minute) once; sorted, so two workers lock rows in the same order and never
-/// deadlock each other.
+/// Adds `rows` to the counts already stored for the same key and minute, saturating at the
+/// largest bigint (an overflow would fail the transaction on every retry). The rows must
+/// hold each (key, minute) once; sorted, so two workers lock rows in the same order and
+/// never deadlock each other.
 pub async fn add_usage(conn: &mut AsyncPgConnection, rows: &[UsageLogRow]) -> QueryResult<usize> {
     if rows.is_empty() {
         return Ok(0);
@@ -62,9 +66,9 @@ pub async fn add_usage(conn: &mut AsyncPgConnection, rows: &[UsageLogRow]) -> Qu
         "INSERT INTO usage_logs (key_id, minute, allowed, denied, cost) \
          SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::int8[], $4::int8[], $5::int8[]) \
          ON CONFLICT (key_id, minute) DO UPDATE SET \
-           allowed = usage_logs.allowed + EXCLUDED.allowed, \
-           denied = usage_logs.denied + EXCLUDED.denied, \
-           cost = usage_logs.cost + EXCLUDED.cost",
+           allowed = LEAST(usage_logs.allowed::numeric + EXCLUDED.allowed, 9223372036854775807)::int8, \
+           denied = LEAST(usage_logs.denied::numeric + EXCLUDED.denied, 9223372036854775807)::int8, \
+           cost = LEAST(usage_logs.cost::numeric + EXCLUDED.cost, 9223372036854775807)::int8",
     )
     .bind::<Array<SqlUuid>, _>(sorted.iter().map(|r| r.key_id).collect::<Vec<_>>())
     .bind::<Array<Timestamptz>, _>(sorted.iter().map(|r| r.minute).collect::<Vec<_>>())

@@ -1,6 +1,6 @@
 //! Usage analytics: the buckets of `usage_logs` for one key, an owner or a plan.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Datelike, Duration, Utc};
 use storage::repositories::api_keys;
 use storage::repositories::usage::{self, Granularity, UsageBucket, UsageScope};
 use uuid::Uuid;
@@ -11,25 +11,43 @@ use crate::state::AppState;
 /// Most buckets one answer may hold: a month of minutes.
 pub const MAX_BUCKETS: i64 = 31 * 24 * 60;
 
-/// The time range asked for, checked: `from` before `to`, and not more buckets than
-/// `MAX_BUCKETS`. Without `to` it ends now; without `from` it starts a day before `to`.
+/// The years a range may touch: usage is stamped with a real clock.
+const YEARS: std::ops::RangeInclusive<i32> = 1970..=9999;
+
+/// The time range asked for, checked: within the years 1970 to 9999, `from` before `to`,
+/// and not more buckets than `MAX_BUCKETS`. Without `to` it ends now; without `from` it
+/// starts a day before `to`.
 pub fn range(
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
     granularity: Granularity,
 ) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
+    for (field, at) in [("from", from), ("to", to)] {
+        if at.is_some_and(|at| !YEARS.contains(&at.year())) {
+            return Err(ApiError::field(
+                field,
+                "must be within the years 1970 to 9999",
+            ));
+        }
+    }
     let to = to.unwrap_or_else(Utc::now);
-    let from = from.unwrap_or(to - Duration::days(1));
+    let from = match from {
+        Some(from) => from,
+        None => to
+            .checked_sub_signed(Duration::days(1))
+            .ok_or_else(|| ApiError::field("to", "too early for a default `from`"))?,
+    };
     if from >= to {
         return Err(ApiError::field("from", "must be before `to`"));
     }
     let width = match granularity {
-        Granularity::Minute => Duration::minutes(1),
-        Granularity::Hour => Duration::hours(1),
-        Granularity::Day => Duration::days(1),
+        Granularity::Minute => 60,
+        Granularity::Hour => 3600,
+        Granularity::Day => 86_400,
     };
-    let span = to - from;
-    let buckets = span.num_seconds() / width.num_seconds() + 1;
+    // Buckets start at `from` rounded down to the granularity and end at `to`.
+    let first = from.timestamp() - from.timestamp().rem_euclid(width);
+    let buckets = (to.timestamp() - first + width - 1) / width;
     if buckets > MAX_BUCKETS {
         return Err(ApiError::field(
             "to",

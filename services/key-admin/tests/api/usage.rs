@@ -187,6 +187,11 @@ async fn bad_usage_queries_are_refused_clearly() {
             "to",
         ),
         ("granularity=week", ""),
+        ("to=-262143-01-01T00:00:00Z", "to"),
+        (
+            "from=1900-01-01T00:00:00Z&to=2026-01-01T00:00:00Z&granularity=day",
+            "from",
+        ),
         ("from=yesterday", ""),
         ("page=2", ""),
     ];
@@ -203,6 +208,13 @@ async fn bad_usage_queries_are_refused_clearly() {
             assert_eq!(body["errors"][0]["field"], field, "{query}: {body}");
         }
     }
+    // A month of minutes, aligned, is exactly the most one answer holds.
+    let (status, body) = app
+        .get(&format!(
+            "/v1/keys/{id}/usage?from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z&granularity=minute"
+        ))
+        .await;
+    assert_eq!(status, 200, "{body}");
     let (status, _) = app
         .get("/v1/keys/00000000-0000-7000-8000-000000000000/usage")
         .await;

@@ -388,3 +388,53 @@ async fn upkeep_creates_partitions_ahead_drops_old_ones_and_forgets_old_batch_id
         ["new"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_while_postgres_refuses_leaves_the_batches_for_the_next_worker() {
+    let ingest = Ingest::start().await;
+    let mut conn = ingest.db.connection().await;
+    diesel::sql_query("ALTER TABLE ingested_batches RENAME TO ingested_batches_away")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    for i in 0..3 {
+        let b = batch(vec![(Uuid::now_v7(), minute(0), i + 1, 1, i + 1)]);
+        ingest.publish(&serde_json::to_vec(&b).unwrap()).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let Ingest {
+        db,
+        rabbit,
+        link,
+        shutdown,
+        worker,
+    } = ingest;
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), worker)
+        .await
+        .expect("a worker retrying Postgres still stops promptly")
+        .unwrap();
+    diesel::sql_query("ALTER TABLE ingested_batches_away RENAME TO ingested_batches")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    // The next worker gets the same batches back and counts each once.
+    let shutdown = CancellationToken::new();
+    let next = tokio::spawn(worker::run(
+        Arc::clone(&link),
+        Arc::new(Writer::new(db.pool())),
+        settings(),
+        shutdown.clone(),
+    ));
+    let want = Totals {
+        rows: 3,
+        allowed: 6,
+        denied: 3,
+        cost: 6,
+        batches: 3,
+    };
+    assert_eq!(settle(&db, &want).await, want);
+    shutdown.cancel();
+    next.await.unwrap();
+    rabbit.cleanup().await;
+}
