@@ -27,7 +27,8 @@ struct Ingest {
     rabbit: TestRabbit,
     link: Arc<RabbitLink>,
     shutdown: CancellationToken,
-    worker: tokio::task::JoinHandle<()>,
+    /// The running worker, if one runs.
+    worker: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Ingest {
@@ -41,19 +42,36 @@ impl Ingest {
             "usage-ingest-test",
             rabbit.topology.clone(),
         ));
-        let shutdown = CancellationToken::new();
-        let worker = tokio::spawn(worker::run(
-            Arc::clone(&link),
-            Arc::new(Writer::new(db.pool())),
-            settings(),
-            shutdown.clone(),
-        ));
-        Self {
+        let mut ingest = Self {
             db,
             rabbit,
             link,
-            shutdown,
-            worker,
+            shutdown: CancellationToken::new(),
+            worker: None,
+        };
+        ingest.start_worker();
+        ingest
+    }
+
+    /// Starts a worker on this test's schema and queue.
+    fn start_worker(&mut self) {
+        self.shutdown = CancellationToken::new();
+        self.worker = Some(tokio::spawn(worker::run(
+            Arc::clone(&self.link),
+            Arc::new(Writer::new(self.db.pool())),
+            settings(),
+            self.shutdown.clone(),
+        )));
+    }
+
+    /// Stops the worker, as SIGTERM does, and waits (at most 5 s) until it has.
+    async fn stop_worker(&mut self) {
+        self.shutdown.cancel();
+        if let Some(worker) = self.worker.take() {
+            tokio::time::timeout(Duration::from_secs(5), worker)
+                .await
+                .expect("the worker stops promptly")
+                .unwrap();
         }
     }
 
@@ -71,9 +89,8 @@ impl Ingest {
             .unwrap();
     }
 
-    async fn stop(self) {
-        self.shutdown.cancel();
-        self.worker.await.unwrap();
+    async fn stop(mut self) {
+        self.stop_worker().await;
         self.rabbit.cleanup().await;
     }
 }
@@ -279,7 +296,7 @@ async fn usage_rows(conn: &mut diesel_async::AsyncPgConnection) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_in_hand_at_shutdown_is_counted_and_the_rest_stay_queued() {
-    let ingest = Ingest::start().await;
+    let mut ingest = Ingest::start().await;
     let b = batch(vec![(Uuid::now_v7(), minute(0), 2, 1, 2)]);
     ingest.publish(&serde_json::to_vec(&b).unwrap()).await;
     let want = Totals {
@@ -290,35 +307,13 @@ async fn a_batch_in_hand_at_shutdown_is_counted_and_the_rest_stay_queued() {
         batches: 1,
     };
     assert_eq!(settle(&ingest.db, &want).await, want);
-    let Ingest {
-        db,
-        rabbit,
-        link,
-        shutdown,
-        worker,
-    } = ingest;
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(5), worker)
-        .await
-        .expect("the worker stops promptly")
-        .unwrap();
+    ingest.stop_worker().await;
     // After the stop, a batch waits in the queue for the next worker.
     let later = batch(vec![(Uuid::now_v7(), minute(0), 1, 0, 1)]);
-    link.publisher()
-        .await
-        .unwrap()
-        .publish(
-            &rabbit.topology.usage_exchange(),
-            USAGE_ROUTING_KEY,
-            &serde_json::to_vec(&later).unwrap(),
-            None,
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    ingest.publish(&serde_json::to_vec(&later).unwrap()).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(totals(&db).await, want);
-    rabbit.cleanup().await;
+    assert_eq!(totals(&ingest.db).await, want);
+    ingest.stop().await;
 }
 
 #[derive(QueryableByName)]
@@ -391,7 +386,7 @@ async fn upkeep_creates_partitions_ahead_drops_old_ones_and_forgets_old_batch_id
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_while_postgres_refuses_leaves_the_batches_for_the_next_worker() {
-    let ingest = Ingest::start().await;
+    let mut ingest = Ingest::start().await;
     let mut conn = ingest.db.connection().await;
     diesel::sql_query("ALTER TABLE ingested_batches RENAME TO ingested_batches_away")
         .execute(&mut conn)
@@ -402,30 +397,14 @@ async fn stopping_while_postgres_refuses_leaves_the_batches_for_the_next_worker(
         ingest.publish(&serde_json::to_vec(&b).unwrap()).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let Ingest {
-        db,
-        rabbit,
-        link,
-        shutdown,
-        worker,
-    } = ingest;
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(5), worker)
-        .await
-        .expect("a worker retrying Postgres still stops promptly")
-        .unwrap();
+    // A worker retrying Postgres still stops promptly.
+    ingest.stop_worker().await;
     diesel::sql_query("ALTER TABLE ingested_batches_away RENAME TO ingested_batches")
         .execute(&mut conn)
         .await
         .unwrap();
     // The next worker gets the same batches back and counts each once.
-    let shutdown = CancellationToken::new();
-    let next = tokio::spawn(worker::run(
-        Arc::clone(&link),
-        Arc::new(Writer::new(db.pool())),
-        settings(),
-        shutdown.clone(),
-    ));
+    ingest.start_worker();
     let want = Totals {
         rows: 3,
         allowed: 6,
@@ -433,8 +412,6 @@ async fn stopping_while_postgres_refuses_leaves_the_batches_for_the_next_worker(
         cost: 6,
         batches: 3,
     };
-    assert_eq!(settle(&db, &want).await, want);
-    shutdown.cancel();
-    next.await.unwrap();
-    rabbit.cleanup().await;
+    assert_eq!(settle(&ingest.db, &want).await, want);
+    ingest.stop().await;
 }
