@@ -16,7 +16,9 @@ pub use database::TestDb;
 pub use isolation::Isolation;
 pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use private_stores::{Private, PrivateStores};
-pub use process::{ServiceProcess, free_port, run_to_exit, service_command, workspace_binary};
+pub use process::{
+    ServiceProcess, free_addr, free_port, run_to_exit, service_command, workspace_binary,
+};
 pub use rabbit::TestRabbit;
 pub use redis::{TestRedis, cluster_masters, delete_prefix, dump_prefix, kill_node, master_of};
 

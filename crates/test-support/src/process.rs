@@ -10,6 +10,11 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// A free loopback address, for a service a test starts.
+pub fn free_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
 /// The real service binary, started as an operator would, with only the settings the test
 /// gives it (inherited `KEYMETER_*` variables are removed first).
 pub struct ServiceProcess {

@@ -10,7 +10,7 @@ mod serve;
 use std::net::SocketAddr;
 use std::process::Command;
 
-use test_support::{Isolation, TEST_PEPPER, TestDb, free_port, service_command};
+use test_support::{Isolation, TEST_PEPPER, TestDb, service_command};
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_key-admin");
 pub const BOOTSTRAP_TOKEN: &str = "bootstrap-token-for-tests-0123456789abcdef";
@@ -18,7 +18,7 @@ pub const BOOTSTRAP_TOKEN: &str = "bootstrap-token-for-tests-0123456789abcdef";
 /// `key-admin serve` on a free port against the test's own schema, Redis prefix and
 /// RabbitMQ names.
 pub fn serve_command(db: &TestDb, isolation: &Isolation) -> (Command, SocketAddr) {
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let addr = test_support::free_addr();
     let mut command = service_command(BINARY);
     command
         .arg("serve")

@@ -61,9 +61,13 @@ async fn fail_closed_answers_503_through_a_master_kill() {
 /// back, and returns every answer.
 async fn kill_a_master_under_load(policy: &str) -> Vec<Answer> {
     let isolation = test_support::Isolation::new().await;
-    let listen = crate::free_addr();
+    let listen = test_support::free_addr();
     let stores = PrivateStores::start_some(
-        [&crate::free_addr(), &listen, &crate::free_addr()],
+        [
+            &test_support::free_addr(),
+            &listen,
+            &test_support::free_addr(),
+        ],
         Private {
             postgres: false,
             rabbitmq: false,

@@ -1,12 +1,11 @@
 //! key-admin and two limiter instances, all real binaries on real stores, driven over HTTP.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use test_support::{
-    ServiceProcess, TEST_PEPPER, TestDb, TestRabbit, free_port, service_command, workspace_binary,
+    ServiceProcess, TEST_PEPPER, TestDb, TestRabbit, service_command, workspace_binary,
 };
 
 const TOKEN: &str = "fleet-test-admin-token-0123456789abcdefgh";
@@ -20,17 +19,13 @@ struct Fleet {
     client: reqwest::Client,
 }
 
-fn addr() -> SocketAddr {
-    format!("127.0.0.1:{}", free_port()).parse().unwrap()
-}
-
 impl Fleet {
     async fn start(limiters: usize, cache_ttl_ms: u64) -> Self {
         let db = TestDb::migrated().await;
         let rabbit = TestRabbit::declared().await;
         let prefix = format!("f{}", test_support::unique_name());
         let nodes = test_support::redis_nodes().join(",");
-        let admin_addr = addr();
+        let admin_addr = test_support::free_addr();
         let mut command = service_command(workspace_binary("key-admin"));
         command
             .arg("serve")
@@ -45,7 +40,7 @@ impl Fleet {
         let admin = ServiceProcess::start(command, admin_addr).await;
         let mut started = Vec::new();
         for _ in 0..limiters {
-            let limiter_addr = addr();
+            let limiter_addr = test_support::free_addr();
             let mut command = service_command(crate::BINARY);
             command
                 .arg("serve")

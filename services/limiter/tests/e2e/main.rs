@@ -12,9 +12,7 @@ mod nginx;
 mod traces;
 mod usage;
 
-use test_support::{
-    Isolation, ServiceProcess, TEST_PEPPER, free_port, run_to_exit, service_command,
-};
+use test_support::{Isolation, ServiceProcess, TEST_PEPPER, run_to_exit, service_command};
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_limiter");
 
@@ -59,7 +57,7 @@ pub fn serve_isolated(isolation: &Isolation) -> (Command, SocketAddr) {
 }
 
 fn serve_command() -> (Command, SocketAddr) {
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let addr = test_support::free_addr();
     let mut command = service_command(BINARY);
     command
         .arg("serve")
@@ -127,8 +125,4 @@ fn refuses_to_start_without_a_valid_pepper() {
         stderr.starts_with("error: KEYMETER_PEPPER (--pepper) invalid value: must be 64 hex"),
         "{stderr}"
     );
-}
-
-pub fn free_addr() -> SocketAddr {
-    format!("127.0.0.1:{}", free_port()).parse().unwrap()
 }

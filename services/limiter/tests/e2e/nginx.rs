@@ -8,7 +8,7 @@ use std::time::Duration;
 use domain::{Algorithm, ApiKey, KeyPrefix, Limit};
 use storage::redis_cluster::projection::KeyLayout;
 use storage::redis_cluster::{RedisCluster, RedisSettings};
-use test_support::{ServiceProcess, free_port};
+use test_support::ServiceProcess;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Answers every request 200 with the key id nginx passed on.
@@ -131,7 +131,7 @@ async fn nginx_auth_request_lets_allowed_requests_through_and_refuses_the_rest()
     let upstream_addr = upstream().await;
     let dir = std::env::temp_dir().join(format!("keymeter-nginx-{}", test_support::unique_name()));
     std::fs::create_dir_all(&dir).unwrap();
-    let nginx_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let nginx_addr = test_support::free_addr();
     let _nginx = start_nginx(&dir, nginx_addr, limiter_addr, upstream_addr);
 
     let client = reqwest::Client::new();

@@ -14,14 +14,10 @@ use serde_json::{Value, json};
 use storage::redis_cluster::projection::{self, KeyLayout};
 use storage::redis_cluster::{RedisCluster, RedisSettings};
 use test_support::{
-    ServiceProcess, TEST_PEPPER, free_port, run_to_exit, service_command, workspace_binary,
+    ServiceProcess, TEST_PEPPER, free_addr, run_to_exit, service_command, workspace_binary,
 };
 
 pub const TOKEN: &str = "bootstrap-token-for-the-usage-drill-0123456789";
-
-pub fn addr() -> SocketAddr {
-    format!("127.0.0.1:{}", free_port()).parse().unwrap()
-}
 
 pub struct Drill {
     pub database_url: String,
@@ -35,11 +31,7 @@ pub struct Drill {
 
 impl Drill {
     fn command(&self, binary: &str) -> Command {
-        let mut command = service_command(if binary == "usage-ingest" {
-            env!("CARGO_BIN_EXE_usage-ingest").into()
-        } else {
-            workspace_binary(binary)
-        });
+        let mut command = service_command(workspace_binary(binary));
         command
             .env("KEYMETER_DATABASE_URL", &self.database_url)
             .env("KEYMETER_AMQP_URL", &self.amqp_url)
@@ -72,7 +64,7 @@ impl Drill {
     }
 
     pub async fn limiter(&self, name: &str) -> ServiceProcess {
-        let listen = addr();
+        let listen = free_addr();
         let mut command = self.command("limiter");
         command
             .arg("serve")

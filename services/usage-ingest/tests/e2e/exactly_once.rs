@@ -5,15 +5,15 @@
 
 use std::time::Duration;
 
-use test_support::PrivateStores;
+use test_support::{PrivateStores, free_addr};
 
-use crate::drill::{Drill, Traffic, addr};
+use crate::drill::{Drill, Traffic};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_check_is_counted_once_through_worker_kills_a_broker_restart_and_a_postgres_stop() {
-    let admin_addr = addr();
-    let ingest_addr = addr();
-    let stores = PrivateStores::start([&admin_addr, &addr(), &ingest_addr]);
+    let admin_addr = free_addr();
+    let ingest_addr = free_addr();
+    let stores = PrivateStores::start([&admin_addr, &free_addr(), &ingest_addr]);
     let drill = Drill {
         database_url: stores.database_url.clone(),
         amqp_url: stores.amqp_url.clone(),

@@ -10,12 +10,12 @@ mod traces;
 use std::net::SocketAddr;
 use std::process::Command;
 
-use test_support::{Isolation, ServiceProcess, TestDb, free_port, run_to_exit, service_command};
+use test_support::{Isolation, ServiceProcess, TestDb, run_to_exit, service_command};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_usage-ingest");
 
 fn serve_command(db: &TestDb, isolation: &Isolation) -> (Command, SocketAddr) {
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let addr = test_support::free_addr();
     let mut command = service_command(BINARY);
     command
         .arg("serve")

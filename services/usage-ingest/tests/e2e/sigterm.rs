@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use test_support::{Isolation, TestDb};
+use test_support::{Isolation, TestDb, free_addr};
 
-use crate::drill::{Drill, Traffic, addr};
+use crate::drill::{Drill, Traffic};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_loses_no_usage() {
@@ -17,8 +17,8 @@ async fn sigterm_under_load_loses_no_usage() {
         amqp_url: test_support::amqp_url(),
         amqp_prefix: Some(isolation.rabbit.topology_prefix().to_owned()),
         redis_prefix: isolation.redis_prefix.clone(),
-        admin_addr: addr(),
-        ingest_addr: addr(),
+        admin_addr: free_addr(),
+        ingest_addr: free_addr(),
     };
     let admin = drill.key_admin().await;
     let first = drill.limiter("rollout-1").await;
