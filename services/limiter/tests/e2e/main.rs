@@ -95,6 +95,47 @@ async fn ready_with_the_cluster_and_rabbitmq_then_stops_on_sigterm() {
 }
 
 #[tokio::test]
+async fn without_rabbitmq_the_limiter_stays_ready_but_degraded_and_checks_go_on() {
+    let isolation = Isolation::new().await;
+    let redis = storage::redis_cluster::RedisCluster::new(
+        storage::redis_cluster::RedisSettings::new(test_support::redis_nodes()),
+    )
+    .unwrap();
+    let layout = storage::redis_cluster::projection::KeyLayout::new(isolation.redis_prefix.clone());
+    let (key, _) = put_key(
+        &redis,
+        &layout,
+        vec![domain::Limit {
+            name: "m".into(),
+            algorithm: domain::Algorithm::FixedWindow,
+            limit: 10,
+            window_ms: 60_000,
+            burst: None,
+        }],
+    )
+    .await;
+    let (mut command, addr) = serve_isolated(&isolation);
+    command.env("KEYMETER_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f");
+    let service = ServiceProcess::start(command, addr).await;
+    let ready = reqwest::get(service.url("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["status"], "degraded");
+    assert_eq!(body["failing"], serde_json::json!([]));
+    assert_eq!(body["degraded"], serde_json::json!(["rabbitmq"]));
+    assert_eq!(body["checks"]["redis"], "ok");
+    let check = reqwest::Client::new()
+        .post(service.url("/v1/check"))
+        .json(&serde_json::json!({"key": key.expose()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(check.status(), 200, "checks go on without the broker");
+    drop(service);
+    isolation.cleanup().await;
+}
+
+#[tokio::test]
 async fn readyz_is_503_naming_redis_when_the_cluster_is_away() {
     let isolation = Isolation::new().await;
     let (mut command, addr) = serve_isolated(&isolation);
