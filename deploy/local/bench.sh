@@ -31,7 +31,7 @@ done
 sha=$(sha1sum "$script" | cut -d' ' -f1)
 km_log "bench: bare EVALSHA of the same script, redis-benchmark --cluster -c ${BENCH_CONNECTIONS:-50}"
 redis-benchmark -h "$host" -p "$port" --cluster -c "${BENCH_CONNECTIONS:-50}" -n 300000 -r 100000 -q \
-	EVALSHA "$sha" 2 'bench:{tag}:credits' 'bench:{tag}:limit:__rand_int__' 1 0 0 0 1 token_bucket 1000000000000 1000 1000000000000 |
+	EVALSHA "$sha" 2 'bench:{tag}:credits' 'bench:{tag}:limit:__rand_int__' 0 0 0 1 token_bucket 1000000000000 1000 1000000000000 1 |
 	tr '\r' '\n' | tail -n 1
 
 # ---------------------------------------------------------------- wrk: limiter vs baseline

@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use domain::{ApiKey, KeyRecord, Pepper};
-use storage::redis_cluster::check::{self, CheckOutcome, CheckRequest, Verdict};
+use storage::redis_cluster::check::{CheckOutcome, Verdict};
 use storage::redis_cluster::projection::{self, KeyLayout};
 use storage::redis_cluster::{RedisCluster, RedisClusterError};
 
+use crate::batching::CheckBatcher;
 use crate::breaker::Breaker;
 use crate::key_cache::{Cached, KeyCache};
 use crate::settings::FailurePolicy;
@@ -77,6 +78,8 @@ pub struct Checker {
     pub layout: KeyLayout,
     pub pepper: Pepper,
     pub keys: Arc<KeyCache>,
+    /// Runs the check script, one call for the checks of a key that arrive together.
+    pub batcher: Arc<CheckBatcher>,
     pub failure_policy: FailurePolicy,
     pub usage: Arc<UsageAggregator>,
     pub breaker: Breaker,
@@ -156,17 +159,11 @@ impl Checker {
                 degraded: false,
             };
         }
-        let request = CheckRequest {
-            key_id: record.key_id,
-            cost,
-            limits: &record.limits,
-            credits: record.credits.as_ref(),
-        };
         if !self.breaker.allow() {
             return self.store_failed(&"circuit breaker open", Some(record));
         }
         metrics::counter!("keymeter_check_scripts_total").increment(1);
-        let checked = check::check(&self.redis, &self.layout, request).await;
+        let checked = self.batcher.check(Arc::clone(&record), cost).await;
         match &checked {
             Ok(_) => self.breaker.succeeded(),
             Err(_) => self.breaker.failed(),
@@ -190,7 +187,7 @@ impl Checker {
                     degraded: false,
                 }
             }
-            Err(error) => self.store_failed(&error, Some(record)),
+            Err(error) => self.store_failed(&*error, Some(record)),
         }
     }
 

@@ -2,6 +2,7 @@
 //! its record through an in-process cache in front of one Redis read, and runs all its
 //! limits and credits in one atomic Lua script.
 
+pub mod batching;
 pub mod breaker;
 pub mod check;
 pub mod deny_cache;

@@ -1,5 +1,6 @@
 use std::sync::Arc;
 
+use limiter::batching::CheckBatcher;
 use limiter::breaker::Breaker;
 use limiter::check::Checker;
 use limiter::key_cache::KeyCache;
@@ -39,11 +40,18 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or_else(|| format!("limiter-{}", std::process::id())),
         args.usage_max_entries,
     ));
+    let batcher = Arc::new(CheckBatcher::new(
+        redis.clone(),
+        args.redis.layout(),
+        usize::try_from(args.check_calls_per_key).unwrap_or(1),
+        usize::try_from(args.check_batch_max).unwrap_or(1),
+    ));
     let checker = Arc::new(Checker {
         redis: redis.clone(),
         layout: args.redis.layout(),
         pepper: args.pepper.pepper.clone(),
         keys: Arc::clone(&keys),
+        batcher,
         failure_policy: args.failure_policy,
         usage,
         breaker: Breaker::new(

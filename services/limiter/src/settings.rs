@@ -99,6 +99,15 @@ pub struct ServeArgs {
     #[arg(long = "http-workers", env = "KEYMETER_HTTP_WORKERS",
           value_parser = clap::value_parser!(u64).range(1..=256))]
     pub http_workers: Option<u64>,
+    /// Check-script calls one key may have in flight at once; checks of the key that arrive
+    /// past that wait and go together in the next call.
+    #[arg(long = "check-calls-per-key", env = "KEYMETER_CHECK_CALLS_PER_KEY", default_value_t = 2,
+          value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub check_calls_per_key: u64,
+    /// Most checks of one key judged by one script call.
+    #[arg(long = "check-batch-max", env = "KEYMETER_CHECK_BATCH_MAX", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub check_batch_max: u64,
     /// Redis failures in a row that open the circuit breaker. Concurrent misses of one key
     /// share one Redis read, so one failure may stand for many waiting checks.
     #[arg(

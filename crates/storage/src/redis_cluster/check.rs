@@ -1,4 +1,5 @@
-//! The check script: every limit and the credits of one key in one EVALSHA.
+//! The check script: every limit and the credits of one key in one EVALSHA, for one check
+//! or for several checks of the same key judged in a row.
 
 use std::sync::LazyLock;
 
@@ -55,47 +56,83 @@ fn algorithm_name(algorithm: Algorithm) -> &'static str {
     }
 }
 
-/// Runs the check script.
+/// Runs the check script for one check.
 pub async fn check(
     cluster: &RedisCluster,
     layout: &KeyLayout,
     request: CheckRequest<'_>,
 ) -> Result<CheckOutcome, RedisClusterError> {
-    let mut keys = Vec::with_capacity(request.limits.len() + 1);
-    keys.push(layout.credits(request.key_id));
+    let key = KeyLimits {
+        key_id: request.key_id,
+        limits: request.limits,
+        credits: request.credits,
+    };
+    let mut outcomes = check_many(cluster, layout, key, &[request.cost]).await?;
+    outcomes
+        .pop()
+        .ok_or_else(|| RedisClusterError::Config("the check script answered no check".into()))
+}
+
+/// What every check of one key is judged against.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyLimits<'a> {
+    pub key_id: Uuid,
+    pub limits: &'a [Limit],
+    pub credits: Option<&'a CreditsConfig>,
+}
+
+/// Runs the check script once for several checks of one key, judged one after the other
+/// in the order of `costs` (each sees what the ones before it spent); one outcome per cost.
+pub async fn check_many(
+    cluster: &RedisCluster,
+    layout: &KeyLayout,
+    key: KeyLimits<'_>,
+    costs: &[u64],
+) -> Result<Vec<CheckOutcome>, RedisClusterError> {
+    let mut keys = Vec::with_capacity(key.limits.len() + 1);
+    keys.push(layout.credits(key.key_id));
     keys.extend(
-        request
-            .limits
+        key.limits
             .iter()
-            .map(|l| layout.limit_counter(request.key_id, l)),
+            .map(|l| layout.limit_counter(key.key_id, l)),
     );
-    let refill = request.credits.and_then(|c| c.refill.as_ref());
-    let mut args: Vec<String> = Vec::with_capacity(5 + 4 * request.limits.len());
-    args.push(request.cost.to_string());
-    args.push(if request.credits.is_some() { "1" } else { "0" }.to_owned());
+    let refill = key.credits.and_then(|c| c.refill.as_ref());
+    let mut args: Vec<String> = Vec::with_capacity(4 + 4 * key.limits.len() + costs.len());
+    args.push(if key.credits.is_some() { "1" } else { "0" }.to_owned());
     args.push(refill.map_or(0, |r| r.amount).to_string());
     args.push(refill.map_or(0, |r| r.interval_ms).to_string());
-    args.push(request.limits.len().to_string());
-    for limit in request.limits {
+    args.push(key.limits.len().to_string());
+    for limit in key.limits {
         args.push(algorithm_name(limit.algorithm).to_owned());
         args.push(limit.limit.to_string());
         args.push(limit.window_ms.to_string());
         args.push(limit.capacity().to_string());
     }
+    args.extend(costs.iter().map(u64::to_string));
     let reply: Vec<i64> = CHECK.run(cluster, &keys, &args).await?;
-    parse_reply(&reply, request.limits.len())
+    let per_check = 4 + 2 * key.limits.len();
+    if reply.len() != per_check * costs.len() {
+        return Err(malformed(&reply));
+    }
+    reply
+        .chunks_exact(per_check)
+        .map(|one| parse_reply(one, key.limits.len()))
+        .collect()
+}
+
+fn malformed(reply: &[i64]) -> RedisClusterError {
+    RedisClusterError::Config(format!("unexpected check reply {reply:?}"))
 }
 
 fn parse_reply(reply: &[i64], limits: usize) -> Result<CheckOutcome, RedisClusterError> {
-    let malformed = || RedisClusterError::Config(format!("unexpected check reply {reply:?}"));
     if reply.len() != 4 + 2 * limits {
-        return Err(malformed());
+        return Err(malformed(reply));
     }
     let verdict = match reply[0] {
         0 => Verdict::Allowed,
         1 => Verdict::RateLimited,
         2 => Verdict::CreditsExhausted,
-        _ => return Err(malformed()),
+        _ => return Err(malformed(reply)),
     };
     let non_negative = |v: i64| u64::try_from(v).unwrap_or(0);
     Ok(CheckOutcome {

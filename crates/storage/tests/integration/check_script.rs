@@ -1,5 +1,7 @@
 use domain::{Algorithm, CreditsConfig, Limit, Refill};
-use storage::redis_cluster::check::{CheckOutcome, CheckRequest, Verdict, check};
+use storage::redis_cluster::check::{
+    CheckOutcome, CheckRequest, KeyLimits, Verdict, check, check_many,
+};
 use storage::redis_cluster::projection::{self, KeyLayout};
 use storage::redis_cluster::{RedisCluster, RedisSettings};
 use uuid::Uuid;
@@ -37,6 +39,22 @@ impl Fixture {
         )
         .await
         .unwrap()
+    }
+
+    async fn run_many(
+        &self,
+        limits: &[Limit],
+        costs: &[u64],
+        credits: Option<&CreditsConfig>,
+    ) -> Vec<CheckOutcome> {
+        let key = KeyLimits {
+            key_id: self.key_id,
+            limits,
+            credits,
+        };
+        check_many(&self.cluster, &self.layout, key, costs)
+            .await
+            .unwrap()
     }
 
     async fn cleanup(&self) {
@@ -247,4 +265,66 @@ async fn concurrent_checks_admit_exactly_the_limit() {
         assert_eq!(allowed, 50, "{algorithm:?}");
         f.cleanup().await;
     }
+}
+
+/// What a batch answers, minus the times (two runs are some milliseconds apart).
+fn verdicts(outcomes: &[CheckOutcome]) -> Vec<(Verdict, Option<u64>, Vec<u64>)> {
+    outcomes
+        .iter()
+        .map(|o| {
+            let remaining = o.limits.iter().map(|l| l.remaining).collect();
+            (o.verdict, o.credits_remaining, remaining)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_batch_of_checks_is_judged_like_the_same_checks_one_by_one() {
+    let costs = [2, 2, 2, 1, 1, 3, 1];
+    for algorithm in ALL {
+        let limits = [
+            limit("l", algorithm, 5, 3_600_000),
+            limit("wide", Algorithm::FixedWindow, 100, 3_600_000),
+        ];
+        let (batched, alone) = (Fixture::new(), Fixture::new());
+        let together = batched.run_many(&limits, &costs, None).await;
+        let mut one_by_one = Vec::new();
+        for cost in costs {
+            one_by_one.push(alone.run(&limits, cost, None).await);
+        }
+        assert_eq!(verdicts(&together), verdicts(&one_by_one), "{algorithm:?}");
+        let allowed: Vec<bool> = together
+            .iter()
+            .map(|o| o.verdict == Verdict::Allowed)
+            .collect();
+        assert_eq!(
+            allowed,
+            [true, true, false, true, false, false, false],
+            "{algorithm:?}"
+        );
+        assert!(
+            together.iter().all(|o| o.now_ms == together[0].now_ms),
+            "one script call, one Redis time"
+        );
+        batched.cleanup().await;
+        alone.cleanup().await;
+    }
+
+    // Credits too: 5 of them, spent in order; a refused check spends none.
+    let credits = CreditsConfig { refill: None };
+    let (batched, alone) = (Fixture::new(), Fixture::new());
+    for f in [&batched, &alone] {
+        projection::reset_credits(&f.cluster, &f.layout, f.key_id, 5)
+            .await
+            .unwrap();
+    }
+    let together = batched.run_many(&[], &costs, Some(&credits)).await;
+    let mut one_by_one = Vec::new();
+    for cost in costs {
+        one_by_one.push(alone.run(&[], cost, Some(&credits)).await);
+    }
+    assert_eq!(verdicts(&together), verdicts(&one_by_one));
+    assert_eq!(together[4].credits_remaining, Some(0));
+    batched.cleanup().await;
+    alone.cleanup().await;
 }

@@ -3,6 +3,8 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod batching;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,6 +57,12 @@ impl TestLimiter {
                 1000,
                 Duration::from_millis(200),
                 Duration::from_millis(100),
+            )),
+            batcher: Arc::new(limiter::batching::CheckBatcher::new(
+                redis.clone(),
+                layout.clone(),
+                2,
+                64,
             )),
             failure_policy: policy,
             usage: Arc::new(limiter::usage::UsageAggregator::default()),

@@ -1,0 +1,112 @@
+//! The check batcher against the real Redis Cluster: checks of one key that arrive together
+//! share script calls and are judged exactly as if each had been sent alone.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use domain::events::V1;
+use domain::{Algorithm, KeyRecord, Limit};
+use limiter::batching::CheckBatcher;
+use serde_json::json;
+use storage::redis_cluster::check::Verdict;
+use storage::redis_cluster::projection::KeyLayout;
+use storage::redis_cluster::{RedisCluster, RedisSettings};
+use uuid::Uuid;
+
+fn record(limit: u64) -> Arc<KeyRecord> {
+    Arc::new(KeyRecord {
+        v: V1,
+        key_id: Uuid::now_v7(),
+        plan_id: Uuid::now_v7(),
+        owner_id: None,
+        enabled: true,
+        revoked: false,
+        expires_at: None,
+        limits: vec![Limit {
+            name: "per_hour".into(),
+            algorithm: Algorithm::SlidingLog,
+            limit,
+            window_ms: 3_600_000,
+            burst: None,
+        }],
+        credits: None,
+        metadata: json!({}),
+    })
+}
+
+fn batcher(calls_per_key: usize) -> (Arc<CheckBatcher>, RedisCluster, KeyLayout) {
+    let redis = RedisCluster::new(RedisSettings::new(test_support::redis_nodes())).unwrap();
+    let layout = KeyLayout::new(format!("t{}", test_support::unique_name()));
+    let batcher = CheckBatcher::new(redis.clone(), layout.clone(), calls_per_key, 64);
+    (Arc::new(batcher), redis, layout)
+}
+
+#[tokio::test]
+async fn concurrent_checks_of_one_key_share_script_calls_and_admit_exactly_the_limit() {
+    let (batcher, redis, layout) = batcher(1);
+    let record = record(50);
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let (batcher, record) = (Arc::clone(&batcher), Arc::clone(&record));
+            tokio::spawn(async move { batcher.check(record, 1).await.unwrap() })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap());
+    }
+    let allowed = outcomes
+        .iter()
+        .filter(|o| o.verdict == Verdict::Allowed)
+        .count();
+    assert_eq!(allowed, 50);
+    // Every script call reads Redis' clock once, so its checks share one `now_ms`. On this
+    // one-thread runtime all 200 callers queue before the first call's answer is read:
+    // the first goes alone, the other 199 in batches of at most 64, so at most 5 calls.
+    let calls: HashSet<u64> = outcomes.iter().map(|o| o.now_ms).collect();
+    assert!(calls.len() <= 5, "{} calls for 200 checks", calls.len());
+    // In each call the remaining count falls one by one: the checks were judged in a row.
+    let mut remaining: Vec<u64> = outcomes
+        .iter()
+        .filter(|o| o.verdict == Verdict::Allowed)
+        .map(|o| o.limits[0].remaining)
+        .collect();
+    remaining.sort_unstable();
+    assert_eq!(remaining, (0..50).collect::<Vec<_>>());
+    test_support::delete_prefix(&redis, layout.prefix()).await;
+}
+
+#[tokio::test]
+async fn a_caller_that_goes_away_strands_no_one_behind_it() {
+    let (batcher, redis, layout) = batcher(1);
+    let record = record(1000);
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let (batcher, record) = (Arc::clone(&batcher), Arc::clone(&record));
+            tokio::spawn(async move { batcher.check(record, 1).await })
+        })
+        .collect();
+    // Let every task queue its check, then drop every other caller, the first (whose
+    // check went out first) among them.
+    tokio::task::yield_now().await;
+    let mut kept = Vec::new();
+    for (i, task) in tasks.into_iter().enumerate() {
+        if i % 2 == 0 {
+            task.abort();
+        } else {
+            kept.push(task);
+        }
+    }
+    for task in kept {
+        let outcome = task.await.unwrap().unwrap();
+        assert_eq!(outcome.verdict, Verdict::Allowed);
+    }
+    // The key's queue is empty again: a new check goes straight through.
+    let again = tokio::time::timeout(Duration::from_secs(10), batcher.check(record, 1))
+        .await
+        .expect("the key's queue was left behind")
+        .unwrap();
+    assert_eq!(again.verdict, Verdict::Allowed);
+    test_support::delete_prefix(&redis, layout.prefix()).await;
+}
