@@ -101,7 +101,7 @@ pub struct ServeArgs {
     pub http_workers: Option<u64>,
     /// Check-script calls one key may have in flight at once; checks of the key that arrive
     /// past that wait and go together in the next call.
-    #[arg(long = "check-calls-per-key", env = "KEYMETER_CHECK_CALLS_PER_KEY", default_value_t = 2,
+    #[arg(long = "check-calls-per-key", env = "KEYMETER_CHECK_CALLS_PER_KEY", default_value_t = 1,
           value_parser = clap::value_parser!(u64).range(1..=64))]
     pub check_calls_per_key: u64,
     /// Most checks of one key judged by one script call.

@@ -306,6 +306,13 @@ async fn a_batch_of_checks_is_judged_like_the_same_checks_one_by_one() {
             together.iter().all(|o| o.now_ms == together[0].now_ms),
             "one script call, one Redis time"
         );
+        // What the batch wrote back is what the single calls wrote: a check of cost 0
+        // reads the same state from both.
+        assert_eq!(
+            verdicts(&[batched.run(&limits, 0, None).await]),
+            verdicts(&[alone.run(&limits, 0, None).await]),
+            "{algorithm:?}"
+        );
         batched.cleanup().await;
         alone.cleanup().await;
     }
@@ -325,6 +332,16 @@ async fn a_batch_of_checks_is_judged_like_the_same_checks_one_by_one() {
     }
     assert_eq!(verdicts(&together), verdicts(&one_by_one));
     assert_eq!(together[4].credits_remaining, Some(0));
+    for f in [&batched, &alone] {
+        let left = projection::credits_remaining(&f.cluster, &f.layout, f.key_id)
+            .await
+            .unwrap();
+        let spent = projection::credits_spent(&f.cluster, &f.layout, f.key_id)
+            .await
+            .unwrap();
+        assert_eq!(left, Some(0));
+        assert_eq!(spent.iter().map(|(_, s)| *s).sum::<i64>(), 5);
+    }
     batched.cleanup().await;
     alone.cleanup().await;
 }
