@@ -168,6 +168,8 @@ impl CheckBatcher {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, KeyQueue>> {
         // The map holds no invariant a panicking holder could break half-way.
-        self.keys.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.keys
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
