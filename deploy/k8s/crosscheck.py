@@ -62,10 +62,11 @@ class Code:
 
         self.env_vars = set(re.findall(r'env\s*=\s*"(KEYMETER_[A-Z0-9_]+)"', everything))
 
-        # metric name -> (kind, label names recorded with it)
+        # metric name -> (kind, label names recorded with it); a macro call either records
+        # at once or makes a handle kept for later (`let c = counter!(…);`, a struct field)
         self.metrics: dict[str, tuple[str, set[str]]] = {}
         call = re.compile(
-            r'metrics::(counter|gauge|histogram)!\(\s*"(keymeter_[a-z0-9_]+)"([^;]*?)\)\s*\.(?:increment|set|record|decrement|absolute)'
+            r'metrics::(counter|gauge|histogram)!\(\s*"(keymeter_[a-z0-9_]+)"([^;]*?)\)\s*(?:\.(?:increment|set|record|decrement|absolute)|[,;])'
         )
         for kind, name, rest in call.findall(everything):
             labels = set(re.findall(r'"([a-z_]+)"\s*=>', rest))

@@ -14,7 +14,10 @@ use storage::redis_cluster::check::{self, CheckOutcome, KeyLimits};
 use storage::redis_cluster::projection::KeyLayout;
 use storage::redis_cluster::{RedisCluster, RedisClusterError};
 use tokio::sync::oneshot;
+use tracing::Instrument;
 use uuid::Uuid;
+
+use crate::metrics::counters;
 
 pub type Reply = Result<CheckOutcome, Arc<RedisClusterError>>;
 
@@ -39,6 +42,8 @@ struct Waiting {
     record: Arc<KeyRecord>,
     cost: u64,
     reply: oneshot::Sender<Reply>,
+    /// The caller's span (its request's, when tracing is on).
+    span: tracing::Span,
 }
 
 impl CheckBatcher {
@@ -65,6 +70,7 @@ impl CheckBatcher {
             record,
             cost,
             reply,
+            span: tracing::Span::current(),
         };
         let start_call = {
             let mut keys = self.lock();
@@ -122,8 +128,11 @@ impl CheckBatcher {
             credits: record.credits.as_ref(),
         };
         let costs: Vec<u64> = batch.iter().map(|w| w.cost).collect();
-        metrics::counter!("keymeter_check_script_calls_total").increment(1);
-        let judged = check::check_many(&self.redis, &self.layout, key, &costs).await;
+        counters().script_calls.increment(1);
+        // In traces, the call belongs to the check that opened the batch.
+        let judged = check::check_many(&self.redis, &self.layout, key, &costs)
+            .instrument(first.span.clone())
+            .await;
         // A send fails only when the caller is gone; its check was judged all the same,
         // as it would have been had it been alone.
         match judged {

@@ -18,6 +18,9 @@ struct Inner {
     failures: u32,
     open_until: Option<Instant>,
     probing: bool,
+    /// Whether `keymeter_breaker_open` shows the closed state yet (it is set on the first
+    /// success, once the metrics recorder is in place, then only on changes).
+    reported: bool,
 }
 
 #[derive(Debug)]
@@ -36,6 +39,7 @@ impl Breaker {
                 failures: 0,
                 open_until: None,
                 probing: false,
+                reported: false,
             }),
         }
     }
@@ -57,16 +61,22 @@ impl Breaker {
     }
 
     pub fn succeeded(&self) {
-        if let Ok(mut inner) = self.inner.lock() {
-            if inner.open_until.is_some() {
-                tracing::info!("redis answers again: circuit breaker closed");
-            }
-            *inner = Inner {
-                failures: 0,
-                open_until: None,
-                probing: false,
-            };
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        // The common case, every check while Redis is fine: nothing to change or report.
+        if inner.failures == 0 && inner.open_until.is_none() && inner.reported {
+            return;
         }
+        if inner.open_until.is_some() {
+            tracing::info!("redis answers again: circuit breaker closed");
+        }
+        *inner = Inner {
+            failures: 0,
+            open_until: None,
+            probing: false,
+            reported: true,
+        };
         metrics::gauge!("keymeter_breaker_open").set(0.0);
     }
 
@@ -81,6 +91,7 @@ impl Breaker {
             }
             inner.open_until = Some(Instant::now() + self.cool_down);
             inner.probing = false;
+            inner.reported = false;
             metrics::gauge!("keymeter_breaker_open").set(1.0);
         }
     }

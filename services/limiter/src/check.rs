@@ -12,6 +12,7 @@ use storage::redis_cluster::{RedisCluster, RedisClusterError};
 use crate::batching::CheckBatcher;
 use crate::breaker::Breaker;
 use crate::key_cache::{Cached, KeyCache};
+use crate::metrics::counters;
 use crate::settings::FailurePolicy;
 use crate::usage::UsageAggregator;
 
@@ -31,6 +32,19 @@ pub enum Code {
 }
 
 impl Code {
+    pub const ALL: [Code; 10] = [
+        Code::Ok,
+        Code::RateLimited,
+        Code::CreditsExhausted,
+        Code::MissingKey,
+        Code::MalformedKey,
+        Code::UnknownKey,
+        Code::Disabled,
+        Code::Expired,
+        Code::Revoked,
+        Code::Unavailable,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Code::Ok => "OK",
@@ -88,7 +102,7 @@ pub struct Checker {
 impl Checker {
     pub async fn check(&self, raw_key: Option<&str>, cost: u64) -> Decision {
         let decision = self.decide(raw_key, cost).await;
-        metrics::counter!("keymeter_checks_total", "code" => decision.code.as_str()).increment(1);
+        counters().code(decision.code).increment(1);
         if let Some(record) = &decision.record {
             // Redis time when the script ran; this host's clock when it did not.
             let at_ms = decision.outcome.as_ref().map_or_else(
@@ -151,7 +165,7 @@ impl Checker {
             };
         }
         if let Some(denial) = self.keys.denials.covering(record.key_id, cost) {
-            metrics::counter!("keymeter_deny_cache_hits_total").increment(1);
+            counters().deny_cache_hits.increment(1);
             return Decision {
                 code: denial.code,
                 record: Some(record),
@@ -162,7 +176,7 @@ impl Checker {
         if !self.breaker.allow() {
             return self.store_failed(&"circuit breaker open", Some(record));
         }
-        metrics::counter!("keymeter_check_scripts_total").increment(1);
+        counters().scripts.increment(1);
         let checked = self.batcher.check(Arc::clone(&record), cost).await;
         match &checked {
             Ok(_) => self.breaker.succeeded(),

@@ -9,6 +9,8 @@ use domain::KeyRecord;
 use moka::Expiry;
 use moka::future::Cache;
 
+use crate::metrics::counters;
+
 #[derive(Debug, Clone)]
 pub enum Cached {
     Known(Arc<KeyRecord>),
@@ -57,11 +59,13 @@ impl KeyCache {
         E: Send + Sync + 'static,
     {
         if let Some(hit) = self.cache.get(key_hash).await {
-            metrics::counter!("keymeter_key_cache_total", "tier" => "memory").increment(1);
+            counters().cache_memory.increment(1);
             return Ok(hit);
         }
-        metrics::counter!("keymeter_key_cache_total", "tier" => "redis").increment(1);
-        self.cache.try_get_with(key_hash.to_owned(), load).await
+        counters().cache_redis.increment(1);
+        // Boxed: the loading future is large and rare, and every check's future would
+        // otherwise carry (and move) its size.
+        Box::pin(self.cache.try_get_with(key_hash.to_owned(), load)).await
     }
 
     /// Drops every cached secret of `key_id`, and every "no such key" answer (the change may
