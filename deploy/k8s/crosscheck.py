@@ -63,7 +63,9 @@ class Code:
         self.env_vars = set(re.findall(r'env\s*=\s*"(KEYMETER_[A-Z0-9_]+)"', everything))
 
         # metric name -> (kind, label names recorded with it); a macro call either records
-        # at once or makes a handle kept for later (`let c = counter!(…);`, a struct field)
+        # at once or makes a handle kept for later (`let c = counter!(…);`, a struct field).
+        # The match ends at the first `)` before `.`/`,`/`;`, so label values in such calls are
+        # plain variables or method calls without arguments, never `x.y(),` mid-call.
         self.metrics: dict[str, tuple[str, set[str]]] = {}
         call = re.compile(
             r'metrics::(counter|gauge|histogram)!\(\s*"(keymeter_[a-z0-9_]+)"([^;]*?)\)\s*(?:\.(?:increment|set|record|decrement|absolute)|[,;])'

@@ -61,18 +61,16 @@ fn http_series(route: &str, method: &Method, status: u16) -> HttpSeries {
     {
         return series.clone();
     }
-    let series = HttpSeries {
-        requests: metrics::counter!(
-            "keymeter_http_requests_total",
-            "route" => route.to_owned(),
-            "method" => method.as_str().to_owned(),
-            "status" => status.to_string()
-        ),
-        duration: metrics::histogram!(
-            "keymeter_http_request_duration_seconds",
-            "route" => route.to_owned()
-        ),
-    };
+    let (route_label, method_label, status_label) = (
+        route.to_owned(),
+        method.as_str().to_owned(),
+        status.to_string(),
+    );
+    let requests = metrics::counter!("keymeter_http_requests_total", "route" => route_label, "method" => method_label, "status" => status_label);
+    let route_label = route.to_owned();
+    let duration =
+        metrics::histogram!("keymeter_http_request_duration_seconds", "route" => route_label);
+    let series = HttpSeries { requests, duration };
     if let Ok(mut known) = HTTP_SERIES.write() {
         known
             .entry(route.to_owned())
