@@ -1,14 +1,11 @@
 //! The Prometheus recorder (one per process) and HTTP request metrics.
 
-use std::collections::HashMap;
-use std::sync::{LazyLock, OnceLock, RwLock};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::Method;
 use actix_web::middleware::Next;
-use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -41,45 +38,6 @@ pub fn install(service: &'static str) -> PrometheusHandle {
         .clone()
 }
 
-/// The two series of one (route, method, status), kept as handles: after the first request
-/// of a kind, counting one costs two atomic updates instead of label strings and two
-/// registry lookups. The set is as small as the routes × methods × statuses answered.
-#[derive(Clone)]
-struct HttpSeries {
-    requests: Counter,
-    duration: Histogram,
-}
-
-type SeriesByRoute = HashMap<String, HashMap<(Method, u16), HttpSeries>>;
-
-static HTTP_SERIES: LazyLock<RwLock<SeriesByRoute>> = LazyLock::new(Default::default);
-
-fn http_series(route: &str, method: &Method, status: u16) -> HttpSeries {
-    let key = (method.clone(), status);
-    if let Ok(known) = HTTP_SERIES.read()
-        && let Some(series) = known.get(route).and_then(|by| by.get(&key))
-    {
-        return series.clone();
-    }
-    let (route_label, method_label, status_label) = (
-        route.to_owned(),
-        method.as_str().to_owned(),
-        status.to_string(),
-    );
-    let requests = metrics::counter!("keymeter_http_requests_total", "route" => route_label, "method" => method_label, "status" => status_label);
-    let route_label = route.to_owned();
-    let duration =
-        metrics::histogram!("keymeter_http_request_duration_seconds", "route" => route_label);
-    let series = HttpSeries { requests, duration };
-    if let Ok(mut known) = HTTP_SERIES.write() {
-        known
-            .entry(route.to_owned())
-            .or_default()
-            .insert(key, series.clone());
-    }
-    series
-}
-
 /// Counts requests by route pattern (not by raw path, so ids do not explode the series),
 /// method and status, and records their duration.
 pub async fn record_http(
@@ -87,15 +45,16 @@ pub async fn record_http(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let method = req.method().clone();
+    let method = req.method().as_str().to_owned();
     let response = next.call(req).await?;
-    let route = response.request().match_pattern();
-    let series = http_series(
-        route.as_deref().unwrap_or("unmatched"),
-        &method,
-        response.status().as_u16(),
-    );
-    series.requests.increment(1);
-    series.duration.record(started.elapsed().as_secs_f64());
+    let route = response
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("keymeter_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
+        .increment(1);
+    metrics::histogram!("keymeter_http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
     Ok(response)
 }
