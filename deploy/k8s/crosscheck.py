@@ -64,11 +64,12 @@ class Code:
 
         # metric name -> (kind, label names recorded with it); a macro call either records
         # at once or makes a handle kept for later (`let c = counter!(…);`, a struct field).
-        # The match ends at the first `)` before `.`/`,`/`;`, so label values in such calls are
-        # plain variables or method calls without arguments, never `x.y(),` mid-call.
+        # A handle's macro call ends with `;` or with `,` at the end of its line (a struct
+        # field), so write such calls on one line.
         self.metrics: dict[str, tuple[str, set[str]]] = {}
         call = re.compile(
-            r'metrics::(counter|gauge|histogram)!\(\s*"(keymeter_[a-z0-9_]+)"([^;]*?)\)\s*(?:\.(?:increment|set|record|decrement|absolute)|[,;])'
+            r'metrics::(counter|gauge|histogram)!\(\s*"(keymeter_[a-z0-9_]+)"([^;]*?)\)\s*(?:\.(?:increment|set|record|decrement|absolute)|;|,[ \t]*$)',
+            re.MULTILINE,
         )
         for kind, name, rest in call.findall(everything):
             labels = set(re.findall(r'"([a-z_]+)"\s*=>', rest))
