@@ -7,16 +7,19 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use domain::KeyRecord;
 use storage::redis_cluster::check::{self, CheckOutcome, KeyLimits};
 use storage::redis_cluster::projection::KeyLayout;
 use storage::redis_cluster::{RedisCluster, RedisClusterError};
+use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::breaker::Breaker;
 use crate::metrics::counters;
 
 pub type Reply = Result<CheckOutcome, Arc<RedisClusterError>>;
@@ -24,11 +27,18 @@ pub type Reply = Result<CheckOutcome, Arc<RedisClusterError>>;
 pub struct CheckBatcher {
     redis: RedisCluster,
     layout: KeyLayout,
+    /// Told once per script call, not once per check it judged.
+    breaker: Arc<Breaker>,
     /// Script calls one key may have in flight at once from this process.
     calls_per_key: usize,
     /// Checks one script call judges at most, so one call never holds Redis for long.
     max_batch: usize,
+    /// Where calls run: the runtime the batcher was made on (the process's main one), not
+    /// the HTTP worker of whichever request opened a batch, which stops on its own
+    /// schedule at shutdown.
+    runtime: Option<Handle>,
     keys: Mutex<HashMap<Uuid, KeyQueue>>,
+    calls: AtomicU64,
 }
 
 /// A key is in the map while it has a call in flight.
@@ -46,20 +56,40 @@ struct Waiting {
     span: tracing::Span,
 }
 
+impl Waiting {
+    /// Whether a batch may judge this check against `first`'s limits and credits (the two
+    /// secrets of a key in its rotation grace are different records with the same limits).
+    fn same_limits(&self, first: &KeyRecord) -> bool {
+        self.record.key_id == first.key_id
+            && self.record.limits == first.limits
+            && self.record.credits == first.credits
+    }
+}
+
 impl CheckBatcher {
+    /// Made inside the Tokio runtime the script calls should run on.
     pub fn new(
         redis: RedisCluster,
         layout: KeyLayout,
+        breaker: Arc<Breaker>,
         calls_per_key: usize,
         max_batch: usize,
     ) -> Self {
         Self {
             redis,
             layout,
+            breaker,
             calls_per_key: calls_per_key.max(1),
             max_batch: max_batch.max(1),
+            runtime: Handle::try_current().ok(),
             keys: Mutex::new(HashMap::new()),
+            calls: AtomicU64::new(0),
         }
+    }
+
+    /// Script calls made so far.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
     }
 
     /// Judges one check of `record`'s key against its limits and credits.
@@ -97,7 +127,16 @@ impl CheckBatcher {
         // The calls run in tasks of their own: a caller that goes away (a client that hangs
         // up) must not strand the checks waiting behind its call.
         if let Some(first) = start_call {
-            tokio::spawn(Arc::clone(self).send(key_id, vec![first]));
+            let slot = Slot {
+                batcher: Arc::clone(self),
+                key_id,
+                released: false,
+            };
+            let send = slot.send(vec![first]);
+            match &self.runtime {
+                Some(runtime) => drop(runtime.spawn(send)),
+                None => drop(tokio::spawn(send)),
+            }
         }
         answer.await.unwrap_or_else(|_| {
             Err(Arc::new(RedisClusterError::Config(
@@ -106,20 +145,10 @@ impl CheckBatcher {
         })
     }
 
-    /// Sends `batch`, then whatever has queued up for the key meanwhile, until nothing has.
-    async fn send(self: Arc<Self>, key_id: Uuid, mut batch: Vec<Waiting>) {
-        loop {
-            self.call(batch).await;
-            batch = self.next_batch(key_id);
-            if batch.is_empty() {
-                return;
-            }
-        }
-    }
-
-    async fn call(&self, batch: Vec<Waiting>) {
+    /// Runs one script call for `batch` and answers each check; Redis' error if it failed.
+    async fn call(&self, batch: Vec<Waiting>) -> Result<(), Arc<RedisClusterError>> {
         let Some(first) = batch.first() else {
-            return;
+            return Ok(());
         };
         let record = Arc::clone(&first.record);
         let key = KeyLimits {
@@ -128,6 +157,7 @@ impl CheckBatcher {
             credits: record.credits.as_ref(),
         };
         let costs: Vec<u64> = batch.iter().map(|w| w.cost).collect();
+        self.calls.fetch_add(1, Ordering::Relaxed);
         counters().script_calls.increment(1);
         // In traces, the call belongs to the check that opened the batch.
         let judged = check::check_many(&self.redis, &self.layout, key, &costs)
@@ -137,27 +167,32 @@ impl CheckBatcher {
         // as it would have been had it been alone.
         match judged {
             Ok(outcomes) => {
+                self.breaker.succeeded();
                 for (waiting, outcome) in batch.into_iter().zip(outcomes) {
                     let _ = waiting.reply.send(Ok(outcome));
                 }
+                Ok(())
             }
             Err(error) => {
+                self.breaker.failed();
                 let error = Arc::new(error);
                 for waiting in batch {
                     let _ = waiting.reply.send(Err(Arc::clone(&error)));
                 }
+                Err(error)
             }
         }
     }
 
-    /// The next checks of the key that share one record (a batch is judged against one
-    /// version of the key's limits), at most `max_batch`; empty when none wait, and then
-    /// this call's slot is given up.
+    /// The next checks of the key that share one set of limits, at most `max_batch`;
+    /// checks whose callers are gone are dropped unjudged (nobody would count their usage).
+    /// Empty when none wait, and then the caller's call slot is given up.
     fn next_batch(&self, key_id: Uuid) -> Vec<Waiting> {
         let mut keys = self.lock();
         let Some(queue) = keys.get_mut(&key_id) else {
             return Vec::new();
         };
+        queue.waiting.retain(|w| !w.reply.is_closed());
         let Some(first) = queue.waiting.front() else {
             queue.in_flight = queue.in_flight.saturating_sub(1);
             if queue.in_flight == 0 {
@@ -165,14 +200,26 @@ impl CheckBatcher {
             }
             return Vec::new();
         };
-        let record = Arc::clone(&first.record);
+        let first = Arc::clone(&first.record);
         let same = queue
             .waiting
             .iter()
             .take(self.max_batch)
-            .take_while(|w| Arc::ptr_eq(&w.record, &record))
+            .take_while(|w| w.same_limits(&first))
             .count();
         queue.waiting.drain(..same).collect()
+    }
+
+    /// After a failed call: every check still waiting for the key gets the same error at
+    /// once, instead of each batch waiting out its own Redis timeout.
+    fn fail_waiting(&self, key_id: Uuid, error: &Arc<RedisClusterError>) {
+        let waiting: Vec<Waiting> = match self.lock().get_mut(&key_id) {
+            Some(queue) => queue.waiting.drain(..).collect(),
+            None => Vec::new(),
+        };
+        for w in waiting {
+            let _ = w.reply.send(Err(Arc::clone(error)));
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, KeyQueue>> {
@@ -180,5 +227,38 @@ impl CheckBatcher {
         self.keys
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// One call slot of a key, held by the task that sends its batches. If that task ends
+/// without giving the slot up (a panic, or its runtime shut down), dropping it forgets the
+/// key's queue, which answers every waiting check with "dropped", so none waits forever.
+struct Slot {
+    batcher: Arc<CheckBatcher>,
+    key_id: Uuid,
+    released: bool,
+}
+
+impl Slot {
+    /// Sends `batch`, then whatever has queued up for the key meanwhile, until nothing has.
+    async fn send(mut self, mut batch: Vec<Waiting>) {
+        loop {
+            if let Err(error) = self.batcher.call(batch).await {
+                self.batcher.fail_waiting(self.key_id, &error);
+            }
+            batch = self.batcher.next_batch(self.key_id);
+            if batch.is_empty() {
+                self.released = true;
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if !self.released {
+            self.batcher.lock().remove(&self.key_id);
+        }
     }
 }

@@ -96,7 +96,8 @@ pub struct Checker {
     pub batcher: Arc<CheckBatcher>,
     pub failure_policy: FailurePolicy,
     pub usage: Arc<UsageAggregator>,
-    pub breaker: Breaker,
+    /// Shared with the batcher, which reports each script call's result to it.
+    pub breaker: Arc<Breaker>,
 }
 
 impl Checker {
@@ -177,12 +178,7 @@ impl Checker {
             return self.store_failed(&"circuit breaker open", Some(record));
         }
         counters().scripts.increment(1);
-        let checked = self.batcher.check(Arc::clone(&record), cost).await;
-        match &checked {
-            Ok(_) => self.breaker.succeeded(),
-            Err(_) => self.breaker.failed(),
-        }
-        match checked {
+        match self.batcher.check(Arc::clone(&record), cost).await {
             Ok(outcome) => {
                 let code = match outcome.verdict {
                     Verdict::Allowed => Code::Ok,

@@ -40,9 +40,14 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or_else(|| format!("limiter-{}", std::process::id())),
         args.usage_max_entries,
     ));
+    let breaker = Arc::new(Breaker::new(
+        args.breaker_threshold,
+        Duration::from_millis(args.breaker_cool_down_ms),
+    ));
     let batcher = Arc::new(CheckBatcher::new(
         redis.clone(),
         args.redis.layout(),
+        Arc::clone(&breaker),
         usize::try_from(args.check_calls_per_key).unwrap_or(1),
         usize::try_from(args.check_batch_max).unwrap_or(1),
     ));
@@ -54,10 +59,7 @@ async fn main() -> anyhow::Result<()> {
         batcher,
         failure_policy: args.failure_policy,
         usage,
-        breaker: Breaker::new(
-            args.breaker_threshold,
-            Duration::from_millis(args.breaker_cool_down_ms),
-        ),
+        breaker,
     });
     let shutdown = CancellationToken::new();
     let events = tokio::spawn(limiter::invalidation::run(

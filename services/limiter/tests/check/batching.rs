@@ -8,6 +8,7 @@ use std::time::Duration;
 use domain::events::V1;
 use domain::{Algorithm, KeyRecord, Limit};
 use limiter::batching::CheckBatcher;
+use limiter::breaker::{Breaker, State};
 use serde_json::json;
 use storage::redis_cluster::check::Verdict;
 use storage::redis_cluster::projection::KeyLayout;
@@ -35,16 +36,22 @@ fn record(limit: u64) -> Arc<KeyRecord> {
     })
 }
 
-fn batcher(calls_per_key: usize) -> (Arc<CheckBatcher>, RedisCluster, KeyLayout) {
-    let redis = RedisCluster::new(RedisSettings::new(test_support::redis_nodes())).unwrap();
+fn batcher_on(nodes: Vec<String>) -> (Arc<CheckBatcher>, Arc<Breaker>, RedisCluster, KeyLayout) {
+    let redis = RedisCluster::new(RedisSettings::new(nodes)).unwrap();
     let layout = KeyLayout::new(format!("t{}", test_support::unique_name()));
-    let batcher = CheckBatcher::new(redis.clone(), layout.clone(), calls_per_key, 64);
-    (Arc::new(batcher), redis, layout)
+    let breaker = Arc::new(Breaker::new(3, Duration::from_secs(60)));
+    let batcher = CheckBatcher::new(redis.clone(), layout.clone(), Arc::clone(&breaker), 1, 64);
+    (Arc::new(batcher), breaker, redis, layout)
+}
+
+fn batcher() -> (Arc<CheckBatcher>, RedisCluster, KeyLayout) {
+    let (batcher, _, redis, layout) = batcher_on(test_support::redis_nodes());
+    (batcher, redis, layout)
 }
 
 #[tokio::test]
 async fn concurrent_checks_of_one_key_share_script_calls_and_admit_exactly_the_limit() {
-    let (batcher, redis, layout) = batcher(1);
+    let (batcher, redis, layout) = batcher();
     let record = record(50);
     let tasks: Vec<_> = (0..200)
         .map(|_| {
@@ -61,11 +68,16 @@ async fn concurrent_checks_of_one_key_share_script_calls_and_admit_exactly_the_l
         .filter(|o| o.verdict == Verdict::Allowed)
         .count();
     assert_eq!(allowed, 50);
-    // Every script call reads Redis' clock once, so its checks share one `now_ms`. On this
-    // one-thread runtime all 200 callers queue before the first call's answer is read:
-    // the first goes alone, the other 199 in batches of at most 64, so at most 5 calls.
-    let calls: HashSet<u64> = outcomes.iter().map(|o| o.now_ms).collect();
-    assert!(calls.len() <= 5, "{} calls for 200 checks", calls.len());
+    // On this one-thread runtime all 200 callers queue before the first call's answer is
+    // read: the first goes alone, the other 199 in batches of at most 64: 5 calls.
+    assert!(
+        batcher.calls() <= 5,
+        "{} calls for 200 checks",
+        batcher.calls()
+    );
+    // Each call reads Redis' clock once: its checks share one `now_ms`.
+    let times: HashSet<u64> = outcomes.iter().map(|o| o.now_ms).collect();
+    assert!(times.len() as u64 <= batcher.calls());
     // In each call the remaining count falls one by one: the checks were judged in a row.
     let mut remaining: Vec<u64> = outcomes
         .iter()
@@ -79,7 +91,7 @@ async fn concurrent_checks_of_one_key_share_script_calls_and_admit_exactly_the_l
 
 #[tokio::test]
 async fn a_caller_that_goes_away_strands_no_one_behind_it() {
-    let (batcher, redis, layout) = batcher(1);
+    let (batcher, redis, layout) = batcher();
     let record = record(1000);
     let tasks: Vec<_> = (0..100)
         .map(|_| {
@@ -87,9 +99,12 @@ async fn a_caller_that_goes_away_strands_no_one_behind_it() {
             tokio::spawn(async move { batcher.check(record, 1).await })
         })
         .collect();
-    // Let every task queue its check, then drop every other caller, the first (whose
-    // check went out first) among them.
-    tokio::task::yield_now().await;
+    // Let the callers queue their checks (most of them by now), then drop every other
+    // caller, the first (whose check went out first) among them. A dropped caller's check
+    // still waiting is not judged at all.
+    for _ in 0..3 {
+        tokio::task::yield_now().await;
+    }
     let mut kept = Vec::new();
     for (i, task) in tasks.into_iter().enumerate() {
         if i % 2 == 0 {
@@ -109,4 +124,54 @@ async fn a_caller_that_goes_away_strands_no_one_behind_it() {
         .unwrap();
     assert_eq!(again.verdict, Verdict::Allowed);
     test_support::delete_prefix(&redis, layout.prefix()).await;
+}
+
+#[tokio::test]
+async fn the_two_secrets_of_a_rotating_key_share_batches() {
+    let (batcher, redis, layout) = batcher();
+    let old_secret = record(1000);
+    // The record cached under the new secret: another allocation, the same key and limits.
+    let new_secret = Arc::new((*old_secret).clone());
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let batcher = Arc::clone(&batcher);
+            let record = Arc::clone(if i % 2 == 0 { &old_secret } else { &new_secret });
+            tokio::spawn(async move { batcher.check(record, 1).await.unwrap() })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().verdict, Verdict::Allowed);
+    }
+    assert!(
+        batcher.calls() <= 5,
+        "{} calls for 200 checks",
+        batcher.calls()
+    );
+    test_support::delete_prefix(&redis, layout.prefix()).await;
+}
+
+#[tokio::test]
+async fn a_failed_call_answers_every_waiting_check_and_counts_once_for_the_breaker() {
+    // Nothing listens on port 1.
+    let (batcher, breaker, _, _) = batcher_on(vec!["redis://127.0.0.1:1".to_owned()]);
+    let record = record(1000);
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let (batcher, record) = (Arc::clone(&batcher), Arc::clone(&record));
+            tokio::spawn(async move { batcher.check(record, 1).await })
+        })
+        .collect();
+    for task in tasks {
+        assert!(task.await.unwrap().is_err());
+    }
+    assert_eq!(
+        batcher.calls(),
+        1,
+        "the checks queued behind the failed call got its error, no call of their own"
+    );
+    assert_eq!(
+        breaker.state(),
+        State::Closed,
+        "one failed call is one failure (the threshold is 3), not 100"
+    );
 }

@@ -49,6 +49,7 @@ impl TestLimiter {
         .unwrap();
         let layout = KeyLayout::new(format!("t{}", test_support::unique_name()));
         let pepper = Pepper::from_hex(test_support::TEST_PEPPER).unwrap();
+        let breaker = Arc::new(limiter::breaker::Breaker::new(3, Duration::from_secs(60)));
         let checker = Arc::new(Checker {
             redis: redis.clone(),
             layout: layout.clone(),
@@ -61,12 +62,13 @@ impl TestLimiter {
             batcher: Arc::new(limiter::batching::CheckBatcher::new(
                 redis.clone(),
                 layout.clone(),
-                2,
+                Arc::clone(&breaker),
+                1,
                 64,
             )),
             failure_policy: policy,
             usage: Arc::new(limiter::usage::UsageAggregator::default()),
-            breaker: limiter::breaker::Breaker::new(3, Duration::from_secs(60)),
+            breaker,
         });
         let (server, addr) = service_kit::server::bind(
             "limiter",
