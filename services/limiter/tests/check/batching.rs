@@ -36,16 +36,25 @@ fn record(limit: u64) -> Arc<KeyRecord> {
     })
 }
 
-fn batcher_on(nodes: Vec<String>) -> (Arc<CheckBatcher>, Arc<Breaker>, RedisCluster, KeyLayout) {
+fn batcher_on(
+    nodes: Vec<String>,
+    calls_per_key: usize,
+) -> (Arc<CheckBatcher>, Arc<Breaker>, RedisCluster, KeyLayout) {
     let redis = RedisCluster::new(RedisSettings::new(nodes)).unwrap();
     let layout = KeyLayout::new(format!("t{}", test_support::unique_name()));
     let breaker = Arc::new(Breaker::new(3, Duration::from_secs(60)));
-    let batcher = CheckBatcher::new(redis.clone(), layout.clone(), Arc::clone(&breaker), 1, 64);
+    let batcher = CheckBatcher::new(
+        redis.clone(),
+        layout.clone(),
+        Arc::clone(&breaker),
+        calls_per_key,
+        64,
+    );
     (Arc::new(batcher), breaker, redis, layout)
 }
 
 fn batcher() -> (Arc<CheckBatcher>, RedisCluster, KeyLayout) {
-    let (batcher, _, redis, layout) = batcher_on(test_support::redis_nodes());
+    let (batcher, _, redis, layout) = batcher_on(test_support::redis_nodes(), 1);
     (batcher, redis, layout)
 }
 
@@ -153,7 +162,7 @@ async fn the_two_secrets_of_a_rotating_key_share_batches() {
 #[tokio::test]
 async fn a_failed_call_answers_every_waiting_check_and_counts_once_for_the_breaker() {
     // Nothing listens on port 1.
-    let (batcher, breaker, _, _) = batcher_on(vec!["redis://127.0.0.1:1".to_owned()]);
+    let (batcher, breaker, _, _) = batcher_on(vec!["redis://127.0.0.1:1".to_owned()], 1);
     let record = record(1000);
     let tasks: Vec<_> = (0..100)
         .map(|_| {
@@ -174,4 +183,25 @@ async fn a_failed_call_answers_every_waiting_check_and_counts_once_for_the_break
         State::Closed,
         "one failed call is one failure (the threshold is 3), not 100"
     );
+}
+
+#[tokio::test]
+async fn with_batching_off_every_check_is_its_own_call_and_still_exact() {
+    let (batcher, _, redis, layout) = batcher_on(test_support::redis_nodes(), 0);
+    let record = record(50);
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let (batcher, record) = (Arc::clone(&batcher), Arc::clone(&record));
+            tokio::spawn(async move { batcher.check(record, 1).await.unwrap() })
+        })
+        .collect();
+    let mut allowed = 0;
+    for task in tasks {
+        if task.await.unwrap().verdict == Verdict::Allowed {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 50);
+    assert_eq!(batcher.calls(), 200);
+    test_support::delete_prefix(&redis, layout.prefix()).await;
 }
