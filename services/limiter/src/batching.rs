@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use domain::KeyRecord;
-use storage::redis_cluster::check::{self, CheckOutcome, KeyLimits};
+use storage::redis_cluster::check::{self, CheckOutcome, CheckRequest, KeyLimits};
 use storage::redis_cluster::projection::KeyLayout;
 use storage::redis_cluster::{RedisCluster, RedisClusterError};
 use tokio::sync::oneshot;
@@ -38,7 +38,6 @@ pub struct CheckBatcher {
 }
 
 /// A key is in the map while it has a call in flight.
-#[derive(Default)]
 struct KeyQueue {
     in_flight: usize,
     waiting: VecDeque<Waiting>,
@@ -53,12 +52,11 @@ struct Waiting {
 }
 
 impl Waiting {
-    /// Whether a batch may judge this check against `first`'s limits and credits (the two
-    /// secrets of a key in its rotation grace are different records with the same limits).
+    /// Whether a batch may judge this check against `first`'s limits and credits; both
+    /// wait in one key's queue (the two secrets of a key in its rotation grace are
+    /// different records with the same limits).
     fn same_limits(&self, first: &KeyRecord) -> bool {
-        self.record.key_id == first.key_id
-            && self.record.limits == first.limits
-            && self.record.credits == first.credits
+        self.record.limits == first.limits && self.record.credits == first.credits
     }
 }
 
@@ -143,27 +141,16 @@ impl CheckBatcher {
 
     /// One check, one call, no queue and no task: what batching costs nothing for.
     async fn call_alone(&self, record: &KeyRecord, cost: u64) -> Reply {
-        let key = KeyLimits {
+        let request = CheckRequest {
             key_id: record.key_id,
+            cost,
             limits: &record.limits,
             credits: record.credits.as_ref(),
         };
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        counters().script_calls.increment(1);
-        match check::check_many(&self.redis, &self.layout, key, &[cost]).await {
-            Ok(mut outcomes) => {
-                self.breaker.succeeded();
-                outcomes.pop().ok_or_else(|| {
-                    Arc::new(RedisClusterError::Config(
-                        "the check script answered no check".into(),
-                    ))
-                })
-            }
-            Err(error) => {
-                self.breaker.failed();
-                Err(Arc::new(error))
-            }
-        }
+        self.count_call();
+        let judged = check::check(&self.redis, &self.layout, request).await;
+        self.report(&judged);
+        judged.map_err(Arc::new)
     }
 
     /// Runs one script call for `batch` and answers each check; Redis' error if it failed.
@@ -178,30 +165,41 @@ impl CheckBatcher {
             credits: record.credits.as_ref(),
         };
         let costs: Vec<u64> = batch.iter().map(|w| w.cost).collect();
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        counters().script_calls.increment(1);
+        self.count_call();
         // In traces, the call belongs to the check that opened the batch.
         let judged = check::check_many(&self.redis, &self.layout, key, &costs)
             .instrument(first.span.clone())
             .await;
+        self.report(&judged);
         // A send fails only when the caller is gone; its check was judged all the same,
         // as it would have been had it been alone.
         match judged {
             Ok(outcomes) => {
-                self.breaker.succeeded();
                 for (waiting, outcome) in batch.into_iter().zip(outcomes) {
                     let _ = waiting.reply.send(Ok(outcome));
                 }
                 Ok(())
             }
             Err(error) => {
-                self.breaker.failed();
                 let error = Arc::new(error);
                 for waiting in batch {
                     let _ = waiting.reply.send(Err(Arc::clone(&error)));
                 }
                 Err(error)
             }
+        }
+    }
+
+    fn count_call(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        counters().script_calls.increment(1);
+    }
+
+    /// The breaker hears once per script call, however many checks it judged.
+    fn report<T>(&self, judged: &Result<T, RedisClusterError>) {
+        match judged {
+            Ok(_) => self.breaker.succeeded(),
+            Err(_) => self.breaker.failed(),
         }
     }
 

@@ -9,7 +9,8 @@ use metrics::Counter;
 use crate::check::Code;
 
 pub struct CheckCounters {
-    by_code: Vec<(Code, Counter)>,
+    /// In the order of `Code::ALL`, which is the order the codes are declared in.
+    by_code: [Counter; Code::ALL.len()],
     pub cache_memory: Counter,
     pub cache_redis: Counter,
     pub scripts: Counter,
@@ -19,11 +20,7 @@ pub struct CheckCounters {
 
 impl CheckCounters {
     pub fn code(&self, code: Code) -> &Counter {
-        // Every code is in the list; the fallback only keeps this total.
-        self.by_code
-            .iter()
-            .find(|(c, _)| *c == code)
-            .map_or(&self.by_code[0].1, |(_, counter)| counter)
+        &self.by_code[code as usize]
     }
 }
 
@@ -31,16 +28,23 @@ pub fn counters() -> &'static CheckCounters {
     static COUNTERS: OnceLock<CheckCounters> = OnceLock::new();
     COUNTERS.get_or_init(|| CheckCounters {
         by_code: Code::ALL
-            .iter()
-            .map(|&code| {
-                let counter = metrics::counter!("keymeter_checks_total", "code" => code.as_str());
-                (code, counter)
-            })
-            .collect(),
+            .map(|code| metrics::counter!("keymeter_checks_total", "code" => code.as_str())),
         cache_memory: metrics::counter!("keymeter_key_cache_total", "tier" => "memory"),
         cache_redis: metrics::counter!("keymeter_key_cache_total", "tier" => "redis"),
         scripts: metrics::counter!("keymeter_check_scripts_total"),
         script_calls: metrics::counter!("keymeter_check_script_calls_total"),
         deny_cache_hits: metrics::counter!("keymeter_deny_cache_hits_total"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_its_own_counter_slot() {
+        for (i, code) in Code::ALL.iter().enumerate() {
+            assert_eq!(*code as usize, i, "{code:?}");
+        }
+    }
 }
