@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use domain::events::V1;
 use domain::{Algorithm, KeyRecord, Limit};
-use limiter::batching::CheckBatcher;
+use limiter::batching::{CheckBatcher, Reply};
 use limiter::breaker::{Breaker, State};
 use serde_json::json;
 use storage::redis_cluster::check::Verdict;
 use storage::redis_cluster::projection::KeyLayout;
 use storage::redis_cluster::{RedisCluster, RedisSettings};
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 fn record(limit: u64) -> Arc<KeyRecord> {
@@ -58,19 +59,27 @@ fn batcher() -> (Arc<CheckBatcher>, RedisCluster, KeyLayout) {
     (batcher, redis, layout)
 }
 
+/// `n` concurrent checks of cost 1, the i-th against `record_of(i)`.
+fn spawn_checks(
+    batcher: &Arc<CheckBatcher>,
+    n: usize,
+    record_of: impl Fn(usize) -> Arc<KeyRecord>,
+) -> Vec<JoinHandle<Reply>> {
+    (0..n)
+        .map(|i| {
+            let (batcher, record) = (Arc::clone(batcher), record_of(i));
+            tokio::spawn(async move { batcher.check(record, 1).await })
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn concurrent_checks_of_one_key_share_script_calls_and_admit_exactly_the_limit() {
     let (batcher, redis, layout) = batcher();
     let record = record(50);
-    let tasks: Vec<_> = (0..200)
-        .map(|_| {
-            let (batcher, record) = (Arc::clone(&batcher), Arc::clone(&record));
-            tokio::spawn(async move { batcher.check(record, 1).await.unwrap() })
-        })
-        .collect();
     let mut outcomes = Vec::new();
-    for task in tasks {
-        outcomes.push(task.await.unwrap());
+    for task in spawn_checks(&batcher, 200, |_| Arc::clone(&record)) {
+        outcomes.push(task.await.unwrap().unwrap());
     }
     let allowed = outcomes
         .iter()
@@ -102,12 +111,7 @@ async fn concurrent_checks_of_one_key_share_script_calls_and_admit_exactly_the_l
 async fn a_caller_that_goes_away_strands_no_one_behind_it() {
     let (batcher, redis, layout) = batcher();
     let record = record(1000);
-    let tasks: Vec<_> = (0..100)
-        .map(|_| {
-            let (batcher, record) = (Arc::clone(&batcher), Arc::clone(&record));
-            tokio::spawn(async move { batcher.check(record, 1).await })
-        })
-        .collect();
+    let tasks = spawn_checks(&batcher, 100, |_| Arc::clone(&record));
     // Let the callers queue their checks (most of them by now), then drop every other
     // caller, the first (whose check went out first) among them. A dropped caller's check
     // still waiting is not judged at all.
@@ -141,15 +145,11 @@ async fn the_two_secrets_of_a_rotating_key_share_batches() {
     let old_secret = record(1000);
     // The record cached under the new secret: another allocation, the same key and limits.
     let new_secret = Arc::new((*old_secret).clone());
-    let tasks: Vec<_> = (0..200)
-        .map(|i| {
-            let batcher = Arc::clone(&batcher);
-            let record = Arc::clone(if i % 2 == 0 { &old_secret } else { &new_secret });
-            tokio::spawn(async move { batcher.check(record, 1).await.unwrap() })
-        })
-        .collect();
+    let tasks = spawn_checks(&batcher, 200, |i| {
+        Arc::clone(if i % 2 == 0 { &old_secret } else { &new_secret })
+    });
     for task in tasks {
-        assert_eq!(task.await.unwrap().verdict, Verdict::Allowed);
+        assert_eq!(task.await.unwrap().unwrap().verdict, Verdict::Allowed);
     }
     assert!(
         batcher.calls() <= 5,
@@ -164,13 +164,7 @@ async fn a_failed_call_answers_every_waiting_check_and_counts_once_for_the_break
     // Nothing listens on port 1.
     let (batcher, breaker, _, _) = batcher_on(vec!["redis://127.0.0.1:1".to_owned()], 1);
     let record = record(1000);
-    let tasks: Vec<_> = (0..100)
-        .map(|_| {
-            let (batcher, record) = (Arc::clone(&batcher), Arc::clone(&record));
-            tokio::spawn(async move { batcher.check(record, 1).await })
-        })
-        .collect();
-    for task in tasks {
+    for task in spawn_checks(&batcher, 100, |_| Arc::clone(&record)) {
         assert!(task.await.unwrap().is_err());
     }
     assert_eq!(
@@ -189,15 +183,9 @@ async fn a_failed_call_answers_every_waiting_check_and_counts_once_for_the_break
 async fn with_batching_off_every_check_is_its_own_call_and_still_exact() {
     let (batcher, _, redis, layout) = batcher_on(test_support::redis_nodes(), 0);
     let record = record(50);
-    let tasks: Vec<_> = (0..200)
-        .map(|_| {
-            let (batcher, record) = (Arc::clone(&batcher), Arc::clone(&record));
-            tokio::spawn(async move { batcher.check(record, 1).await.unwrap() })
-        })
-        .collect();
     let mut allowed = 0;
-    for task in tasks {
-        if task.await.unwrap().verdict == Verdict::Allowed {
+    for task in spawn_checks(&batcher, 200, |_| Arc::clone(&record)) {
+        if task.await.unwrap().unwrap().verdict == Verdict::Allowed {
             allowed += 1;
         }
     }
