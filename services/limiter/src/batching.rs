@@ -3,7 +3,8 @@
 //! (`check_many`), each seeing what the ones before it spent, so the answers are those of
 //! separate calls in that order. A hot key then costs Redis and this process one script
 //! call per batch instead of one per check; a key with room for another call is sent at
-//! once, so a quiet key waits for nothing.
+//! once, so a quiet key waits for nothing. The check that finds its key with room makes
+//! the call itself; only the checks that queued behind it are sent by a task.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -90,24 +91,23 @@ impl CheckBatcher {
             return self.call_alone(&record, cost).await;
         }
         let key_id = record.key_id;
-        let (reply, answer) = oneshot::channel();
-        let waiting = Waiting {
-            record,
-            cost,
-            reply,
-            span: tracing::Span::current(),
-        };
-        let start_call = {
+        let answer = {
             let mut keys = self.lock();
             match keys.entry(key_id) {
                 Entry::Occupied(mut queue) => {
                     let queue = queue.get_mut();
                     if queue.in_flight < self.calls_per_key && queue.waiting.is_empty() {
                         queue.in_flight += 1;
-                        Some(waiting)
-                    } else {
-                        queue.waiting.push_back(waiting);
                         None
+                    } else {
+                        let (reply, answer) = oneshot::channel();
+                        queue.waiting.push_back(Waiting {
+                            record: Arc::clone(&record),
+                            cost,
+                            reply,
+                            span: tracing::Span::current(),
+                        });
+                        Some(answer)
                     }
                 }
                 Entry::Vacant(slot) => {
@@ -115,28 +115,25 @@ impl CheckBatcher {
                         in_flight: 1,
                         waiting: VecDeque::new(),
                     });
-                    Some(waiting)
+                    None
                 }
             }
         };
-        // The calls run in tasks of their own: a caller that goes away (a client that hangs
-        // up) must not strand the checks waiting behind its call. They run on the caller's
-        // runtime (its HTTP worker): on the process's main runtime every check paid two
-        // cross-thread wake-ups, 30 % of the rate with many keys (measured). If that worker
-        // stops first at shutdown, the slot's drop guard answers the waiting checks.
-        if let Some(first) = start_call {
-            let slot = Slot {
-                batcher: Arc::clone(self),
-                key_id,
-                released: false,
-            };
-            tokio::spawn(slot.send(vec![first]));
+        match answer {
+            Some(answer) => answer.await.unwrap_or_else(|_| {
+                Err(Arc::new(RedisClusterError::Config(
+                    "the check was dropped before Redis answered".into(),
+                )))
+            }),
+            // A key with room for a call: this check makes it itself, with no task and no
+            // channel, which is all a key that is rarely checked twice at once ever costs.
+            None => {
+                let slot = Slot::new(Arc::clone(self), key_id, OnDrop::HandOver);
+                let judged = self.call_alone(&record, cost).await;
+                slot.hand_over(judged.as_ref().err());
+                judged
+            }
         }
-        answer.await.unwrap_or_else(|_| {
-            Err(Arc::new(RedisClusterError::Config(
-                "the check was dropped before Redis answered".into(),
-            )))
-        })
     }
 
     /// One check, one call, no queue and no task: what batching costs nothing for.
@@ -249,16 +246,51 @@ impl CheckBatcher {
     }
 }
 
-/// One call slot of a key, held by the task that sends its batches. If that task ends
-/// without giving the slot up (a panic, or its runtime shut down), dropping it forgets the
-/// key's queue, which answers every waiting check with "dropped", so none waits forever.
+/// One call slot of a key, held by the check making an inline call or by the task that
+/// sends the batches queued behind it.
 struct Slot {
     batcher: Arc<CheckBatcher>,
     key_id: Uuid,
+    on_drop: OnDrop,
     released: bool,
 }
 
+/// What a slot dropped without being given up does with the checks waiting for its key.
+#[derive(Clone, Copy)]
+enum OnDrop {
+    /// The inline caller went away (its client hung up) mid-call: a task takes the slot
+    /// over and sends the waiting checks.
+    HandOver,
+    /// The sending task ended early (a panic, or its runtime shut down): the key's queue
+    /// is forgotten, which answers every waiting check with "dropped", so none waits
+    /// forever.
+    Forget,
+}
+
 impl Slot {
+    fn new(batcher: Arc<CheckBatcher>, key_id: Uuid, on_drop: OnDrop) -> Self {
+        Self {
+            batcher,
+            key_id,
+            on_drop,
+            released: false,
+        }
+    }
+
+    /// After the inline call: the checks that queued behind it go to a task of their own,
+    /// so this caller is answered now; with none queued the slot is given up.
+    fn hand_over(mut self, failed: Option<&Arc<RedisClusterError>>) {
+        if let Some(error) = failed {
+            self.batcher.fail_waiting(self.key_id, error);
+        }
+        self.released = true;
+        let batch = self.batcher.next_batch(self.key_id);
+        if !batch.is_empty() {
+            let sender = Slot::new(Arc::clone(&self.batcher), self.key_id, OnDrop::Forget);
+            tokio::spawn(sender.send(batch));
+        }
+    }
+
     /// Sends `batch`, then whatever has queued up for the key meanwhile, until nothing has.
     async fn send(mut self, mut batch: Vec<Waiting>) {
         loop {
@@ -276,8 +308,28 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if !self.released {
-            self.batcher.lock().remove(&self.key_id);
+        if self.released {
+            return;
+        }
+        match self.on_drop {
+            OnDrop::HandOver => {
+                let batch = self.batcher.next_batch(self.key_id);
+                if batch.is_empty() {
+                    return;
+                }
+                let sender = Slot::new(Arc::clone(&self.batcher), self.key_id, OnDrop::Forget);
+                match tokio::runtime::Handle::try_current() {
+                    Ok(runtime) => {
+                        runtime.spawn(sender.send(batch));
+                    }
+                    // No runtime to send them on: dropping the batch and the sender answers
+                    // the batch and forgets the queue.
+                    Err(_) => drop((batch, sender)),
+                }
+            }
+            OnDrop::Forget => {
+                self.batcher.lock().remove(&self.key_id);
+            }
         }
     }
 }

@@ -113,8 +113,9 @@ async fn a_caller_that_goes_away_strands_no_one_behind_it() {
     let record = record(1000);
     let tasks = spawn_checks(&batcher, 100, |_| Arc::clone(&record));
     // Let the callers queue their checks (most of them by now), then drop every other
-    // caller, the first (whose check went out first) among them. A dropped caller's check
-    // still waiting is not judged at all.
+    // caller, the first among them: its check went out inline, so its call slot must be
+    // handed over to a task that sends the checks queued behind it. A dropped caller's
+    // check still waiting is not judged at all.
     for _ in 0..3 {
         tokio::task::yield_now().await;
     }
@@ -127,7 +128,11 @@ async fn a_caller_that_goes_away_strands_no_one_behind_it() {
         }
     }
     for task in kept {
-        let outcome = task.await.unwrap().unwrap();
+        let outcome = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("a check was stranded behind the dropped caller")
+            .unwrap()
+            .unwrap();
         assert_eq!(outcome.verdict, Verdict::Allowed);
     }
     // The key's queue is empty again: a new check goes straight through.
