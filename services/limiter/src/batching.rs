@@ -4,12 +4,14 @@
 //! separate calls in that order. A hot key then costs Redis and this process one script
 //! call per batch instead of one per check; a key with room for another call is sent at
 //! once, so a quiet key waits for nothing. The check that finds its key with room makes
-//! the call itself; only the checks that queued behind it are sent by a task.
+//! the call itself; only the checks that queued behind it are sent by a task. Each HTTP
+//! worker thread batches its own checks (see `QueueId`).
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
 
 use domain::KeyRecord;
 use storage::redis_cluster::check::{self, CheckOutcome, CheckRequest, KeyLimits};
@@ -29,16 +31,34 @@ pub struct CheckBatcher {
     layout: KeyLayout,
     /// Told once per script call, not once per check it judged.
     breaker: Arc<Breaker>,
-    /// Script calls one key may have in flight at once from this process; 0 turns batching
-    /// off (every check its own call, made by its caller).
+    /// Script calls one key may have in flight at once from one thread (HTTP worker); 0
+    /// turns batching off (every check its own call, made by its caller).
     calls_per_key: usize,
     /// Checks one script call judges at most, so one call never holds Redis for long.
     max_batch: usize,
-    keys: Mutex<HashMap<Uuid, KeyQueue>>,
+    keys: Mutex<HashMap<QueueId, KeyQueue>>,
     calls: AtomicU64,
 }
 
-/// A key is in the map while it has a call in flight.
+/// A key's queue on one thread. Each HTTP worker (a one-thread runtime) batches its own
+/// checks: a check answered by a call another worker made paid a cross-thread wake-up, and
+/// the worker's Redis connection is its own too (`RedisCluster`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct QueueId {
+    thread: ThreadId,
+    key_id: Uuid,
+}
+
+impl QueueId {
+    fn here(key_id: Uuid) -> Self {
+        Self {
+            thread: std::thread::current().id(),
+            key_id,
+        }
+    }
+}
+
+/// A key is in the map while it has a call in flight from that thread.
 struct KeyQueue {
     in_flight: usize,
     waiting: VecDeque<Waiting>,
@@ -90,10 +110,10 @@ impl CheckBatcher {
         if self.calls_per_key == 0 {
             return self.call_alone(&record, cost).await;
         }
-        let key_id = record.key_id;
+        let queue_id = QueueId::here(record.key_id);
         let answer = {
             let mut keys = self.lock();
-            match keys.entry(key_id) {
+            match keys.entry(queue_id) {
                 Entry::Occupied(mut queue) => {
                     let queue = queue.get_mut();
                     if queue.in_flight < self.calls_per_key && queue.waiting.is_empty() {
@@ -128,7 +148,7 @@ impl CheckBatcher {
             // A key with room for a call: this check makes it itself, with no task and no
             // channel, which is all a key that is rarely checked twice at once ever costs.
             None => {
-                let slot = Slot::new(Arc::clone(self), key_id, OnDrop::HandOver);
+                let slot = Slot::new(Arc::clone(self), queue_id, OnDrop::HandOver);
                 let judged = self.call_alone(&record, cost).await;
                 slot.hand_over(judged.as_ref().err());
                 judged
@@ -203,16 +223,16 @@ impl CheckBatcher {
     /// The next checks of the key that share one set of limits, at most `max_batch`;
     /// checks whose callers are gone are dropped unjudged (nobody would count their usage).
     /// Empty when none wait, and then the caller's call slot is given up.
-    fn next_batch(&self, key_id: Uuid) -> Vec<Waiting> {
+    fn next_batch(&self, queue_id: QueueId) -> Vec<Waiting> {
         let mut keys = self.lock();
-        let Some(queue) = keys.get_mut(&key_id) else {
+        let Some(queue) = keys.get_mut(&queue_id) else {
             return Vec::new();
         };
         queue.waiting.retain(|w| !w.reply.is_closed());
         let Some(first) = queue.waiting.front() else {
             queue.in_flight = queue.in_flight.saturating_sub(1);
             if queue.in_flight == 0 {
-                keys.remove(&key_id);
+                keys.remove(&queue_id);
             }
             return Vec::new();
         };
@@ -228,8 +248,8 @@ impl CheckBatcher {
 
     /// After a failed call: every check still waiting for the key gets the same error at
     /// once, instead of each batch waiting out its own Redis timeout.
-    fn fail_waiting(&self, key_id: Uuid, error: &Arc<RedisClusterError>) {
-        let waiting: Vec<Waiting> = match self.lock().get_mut(&key_id) {
+    fn fail_waiting(&self, queue_id: QueueId, error: &Arc<RedisClusterError>) {
+        let waiting: Vec<Waiting> = match self.lock().get_mut(&queue_id) {
             Some(queue) => queue.waiting.drain(..).collect(),
             None => Vec::new(),
         };
@@ -238,7 +258,7 @@ impl CheckBatcher {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, KeyQueue>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<QueueId, KeyQueue>> {
         // The map holds no invariant a panicking holder could break half-way.
         self.keys
             .lock()
@@ -250,7 +270,7 @@ impl CheckBatcher {
 /// sends the batches queued behind it.
 struct Slot {
     batcher: Arc<CheckBatcher>,
-    key_id: Uuid,
+    queue_id: QueueId,
     on_drop: OnDrop,
     released: bool,
 }
@@ -268,10 +288,10 @@ enum OnDrop {
 }
 
 impl Slot {
-    fn new(batcher: Arc<CheckBatcher>, key_id: Uuid, on_drop: OnDrop) -> Self {
+    fn new(batcher: Arc<CheckBatcher>, queue_id: QueueId, on_drop: OnDrop) -> Self {
         Self {
             batcher,
-            key_id,
+            queue_id,
             on_drop,
             released: false,
         }
@@ -281,12 +301,12 @@ impl Slot {
     /// so this caller is answered now; with none queued the slot is given up.
     fn hand_over(mut self, failed: Option<&Arc<RedisClusterError>>) {
         if let Some(error) = failed {
-            self.batcher.fail_waiting(self.key_id, error);
+            self.batcher.fail_waiting(self.queue_id, error);
         }
         self.released = true;
-        let batch = self.batcher.next_batch(self.key_id);
+        let batch = self.batcher.next_batch(self.queue_id);
         if !batch.is_empty() {
-            let sender = Slot::new(Arc::clone(&self.batcher), self.key_id, OnDrop::Forget);
+            let sender = Slot::new(Arc::clone(&self.batcher), self.queue_id, OnDrop::Forget);
             tokio::spawn(sender.send(batch));
         }
     }
@@ -295,9 +315,9 @@ impl Slot {
     async fn send(mut self, mut batch: Vec<Waiting>) {
         loop {
             if let Err(error) = self.batcher.call(batch).await {
-                self.batcher.fail_waiting(self.key_id, &error);
+                self.batcher.fail_waiting(self.queue_id, &error);
             }
-            batch = self.batcher.next_batch(self.key_id);
+            batch = self.batcher.next_batch(self.queue_id);
             if batch.is_empty() {
                 self.released = true;
                 return;
@@ -313,11 +333,11 @@ impl Drop for Slot {
         }
         match self.on_drop {
             OnDrop::HandOver => {
-                let batch = self.batcher.next_batch(self.key_id);
+                let batch = self.batcher.next_batch(self.queue_id);
                 if batch.is_empty() {
                     return;
                 }
-                let sender = Slot::new(Arc::clone(&self.batcher), self.key_id, OnDrop::Forget);
+                let sender = Slot::new(Arc::clone(&self.batcher), self.queue_id, OnDrop::Forget);
                 match tokio::runtime::Handle::try_current() {
                     Ok(runtime) => {
                         runtime.spawn(sender.send(batch));
@@ -328,7 +348,7 @@ impl Drop for Slot {
                 }
             }
             OnDrop::Forget => {
-                self.batcher.lock().remove(&self.key_id);
+                self.batcher.lock().remove(&self.queue_id);
             }
         }
     }

@@ -1,5 +1,6 @@
-//! The Redis Cluster: one multiplexed connection shared by every task, and Lua scripts whose
-//! keys share one hash tag so a script runs on one node in one round trip.
+//! The Redis Cluster: one multiplexed connection per thread, shared by every task on it,
+//! and Lua scripts whose keys share one hash tag so a script runs on one node in one round
+//! trip.
 
 pub mod check;
 mod connection;
