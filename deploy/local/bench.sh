@@ -5,7 +5,8 @@
 # fastify + rate-limiter-flexible service of deploy/local/baseline on the same cluster
 # (wrk is installed with apt-get; the baseline needs node and npm, else it is skipped).
 #
-#   deploy/local/bench.sh    (BENCH_CONNECTIONS=50 BENCH_SECONDS=10 BENCH_LOAD_FRACTION=0.7)
+#   deploy/local/bench.sh    (BENCH_CONNECTIONS=50 BENCH_SECONDS=10
+#                             BENCH_LOAD_FRACTIONS=0.1,0.3,0.5,0.7 BENCH_OPEN_CONNECTIONS=200)
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh
