@@ -278,8 +278,10 @@ struct Slot {
 /// What a slot dropped without being given up does with the checks waiting for its key.
 #[derive(Clone, Copy)]
 enum OnDrop {
-    /// The inline caller went away (its client hung up) mid-call: a task takes the slot
-    /// over and sends the waiting checks.
+    /// The inline caller's future was dropped mid-call (its worker shutting down, or
+    /// anything that cancels a check; actix does not drop a handler whose client hung
+    /// up): a task takes the slot over and sends the waiting checks. The dropped call
+    /// itself tells the breaker nothing, as with batching off.
     HandOver,
     /// The sending task ended early (a panic, or its runtime shut down): the key's queue
     /// is forgotten, which answers every waiting check with "dropped", so none waits

@@ -99,9 +99,9 @@ pub struct ServeArgs {
     #[arg(long = "http-workers", env = "KEYMETER_HTTP_WORKERS",
           value_parser = clap::value_parser!(u64).range(1..=256))]
     pub http_workers: Option<u64>,
-    /// Check-script calls one key may have in flight at once; checks of the key that arrive
-    /// past that wait and go together in the next call. 0: no batching, every check makes
-    /// its own call (cheaper when keys are many and each is rarely checked concurrently).
+    /// Check-script calls one key may have in flight at once from one HTTP worker (so a
+    /// process has up to workers × this); checks of the key that arrive past that wait and
+    /// go together in the next call. 0: no batching, every check makes its own call.
     #[arg(long = "check-calls-per-key", env = "KEYMETER_CHECK_CALLS_PER_KEY", default_value_t = 1,
           value_parser = clap::value_parser!(u64).range(0..=64))]
     pub check_calls_per_key: u64,
