@@ -10,7 +10,8 @@
 //! resolution of 1 ms, which alone put ~1 ms of the generator's own lateness into every
 //! open-loop latency (measured: p50 995 µs between due and sent).
 //!
-//! Run by deploy/local/bench.sh (which makes the key); `BENCH_OPEN_RATE` sets the open-loop
+//! Run by deploy/local/bench.sh (which makes the key); `BENCH_KEYS_FILE` (one key a line)
+//! spreads the load over many keys; `BENCH_OPEN_RATE` sets the open-loop
 //! rate instead of a fraction of the peak. By hand:
 //! `BENCH_URL=http://127.0.0.1:8081 BENCH_KEY=<raw key> cargo bench -p limiter --bench check`
 
@@ -114,10 +115,11 @@ impl Run {
 }
 
 /// `connections` threads; each sends its next request when due (`interval`, open loop) or
-/// as soon as the last one answered (`None`, closed loop).
+/// as soon as the last one answered (`None`, closed loop), going round `requests` (one per
+/// key) from its own starting point.
 fn run(
     addr: &str,
-    request: &[u8],
+    requests: &[Vec<u8>],
     connections: usize,
     duration: Duration,
     interval: Option<Duration>,
@@ -137,6 +139,7 @@ fn run(
                     let mut latency_us = histogram();
                     let (mut answered, mut failed) = (0u64, 0u64);
                     let mut connection = Connection::open(addr).ok();
+                    let mut next = i;
                     // Spread the open-loop threads over one interval.
                     let mut due = started
                         + interval.map_or(Duration::ZERO, |iv| iv * i as u32 / connections as u32);
@@ -147,6 +150,8 @@ fn run(
                             }
                             None => due = Instant::now(),
                         }
+                        let request = &requests[next % requests.len()];
+                        next += 1;
                         // A kept-alive connection the server closed meanwhile (idle past its
                         // keep-alive) gets one retry on a fresh one.
                         let mut answer = connection.as_mut().and_then(|c| c.exchange(request).ok());
@@ -235,10 +240,21 @@ fn main() {
         eprintln!("BENCH_URL must be http://host:port");
         return;
     };
-    let Ok(key) = std::env::var("BENCH_KEY") else {
+    // BENCH_KEYS_FILE (one key a line) spreads the load over many keys.
+    let keys: Vec<String> = match std::env::var("BENCH_KEYS_FILE") {
+        Ok(path) => std::fs::read_to_string(path)
+            .expect("BENCH_KEYS_FILE: a readable file")
+            .lines()
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        Err(_) => std::env::var("BENCH_KEY").into_iter().collect(),
+    };
+    if keys.is_empty() {
         eprintln!("BENCH_KEY is not set: run deploy/local/bench.sh, which makes a key");
         return;
-    };
+    }
     let connections: usize = setting("BENCH_CONNECTIONS", 50);
     // Open loop, each connection waits out one answer before its next request, so it can
     // offer at most connections / latency per second: with only as many as the closed
@@ -251,12 +267,18 @@ fn main() {
         .split(',')
         .filter_map(|f| f.trim().parse().ok())
         .collect();
-    let body = format!("{{\"key\":\"{key}\"}}");
-    let request = format!(
-        "POST /v1/check HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let request = request.as_bytes();
+    let requests: Vec<Vec<u8>> = keys
+        .iter()
+        .map(|key| {
+            let body = format!("{{\"key\":\"{key}\"}}");
+            format!(
+                "POST /v1/check HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
+        })
+        .collect();
+    let request = requests.as_slice();
     // Warm-up: connections open, caches fill.
     run(addr, request, connections, Duration::from_secs(1), None);
     let peak = measured(
