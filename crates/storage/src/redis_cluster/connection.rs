@@ -206,3 +206,36 @@ impl RedisCluster {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Slot;
+
+    fn slot_on_a_one_thread_runtime() -> Slot {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime")
+            .block_on(async { Slot::here() })
+    }
+
+    #[test]
+    fn a_one_thread_runtime_has_a_slot_of_its_own_and_a_multi_thread_one_shares() {
+        let (a, b) = std::thread::scope(|scope| {
+            let a = scope.spawn(slot_on_a_one_thread_runtime);
+            let b = scope.spawn(slot_on_a_one_thread_runtime);
+            (a.join().expect("thread a"), b.join().expect("thread b"))
+        });
+        assert!(matches!(a, Slot::Thread(_)));
+        assert!(a != b, "two threads, two slots");
+
+        let shared = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .expect("a runtime")
+            .block_on(async { tokio::spawn(async { Slot::here() }).await })
+            .expect("the task ran");
+        assert!(matches!(shared, Slot::Shared));
+        // Outside any runtime there is nothing to be per-runtime about.
+        assert!(matches!(Slot::here(), Slot::Shared));
+    }
+}
