@@ -150,7 +150,12 @@ impl CheckBatcher {
             None => {
                 let slot = Slot::new(Arc::clone(self), queue_id, OnDrop::HandOver);
                 let judged = self.call_alone(&record, cost).await;
-                slot.hand_over(judged.as_ref().err());
+                if let Err(error) = &judged {
+                    self.fail_waiting(queue_id, error);
+                }
+                // The checks that queued behind this call go to a task of their own, so
+                // this caller is answered now; with none queued the slot is given up.
+                drop(slot);
                 judged
             }
         }
@@ -272,16 +277,18 @@ struct Slot {
     batcher: Arc<CheckBatcher>,
     queue_id: QueueId,
     on_drop: OnDrop,
+    /// Set by the sending task once its key's queue was empty and the slot given up.
     released: bool,
 }
 
-/// What a slot dropped without being given up does with the checks waiting for its key.
+/// What a slot does, when it goes, with the checks waiting for its key.
 #[derive(Clone, Copy)]
 enum OnDrop {
-    /// The inline caller's future was dropped mid-call (its worker shutting down, or
-    /// anything that cancels a check; actix does not drop a handler whose client hung
-    /// up): a task takes the slot over and sends the waiting checks. The dropped call
-    /// itself tells the breaker nothing, as with batching off.
+    /// The inline caller's slot, after its call or when the caller's future is dropped
+    /// mid-call (its worker shutting down, or anything that cancels a check; actix does
+    /// not drop a handler whose client hung up): a task takes the slot over and sends the
+    /// waiting checks; with none waiting the slot is given up. A call dropped mid-way
+    /// tells the breaker nothing, as with batching off.
     HandOver,
     /// The sending task ended early (a panic, or its runtime shut down): the key's queue
     /// is forgotten, which answers every waiting check with "dropped", so none waits
@@ -296,20 +303,6 @@ impl Slot {
             queue_id,
             on_drop,
             released: false,
-        }
-    }
-
-    /// After the inline call: the checks that queued behind it go to a task of their own,
-    /// so this caller is answered now; with none queued the slot is given up.
-    fn hand_over(mut self, failed: Option<&Arc<RedisClusterError>>) {
-        if let Some(error) = failed {
-            self.batcher.fail_waiting(self.queue_id, error);
-        }
-        self.released = true;
-        let batch = self.batcher.next_batch(self.queue_id);
-        if !batch.is_empty() {
-            let sender = Slot::new(Arc::clone(&self.batcher), self.queue_id, OnDrop::Forget);
-            tokio::spawn(sender.send(batch));
         }
     }
 
