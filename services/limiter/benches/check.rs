@@ -278,16 +278,15 @@ fn main() {
             .into_bytes()
         })
         .collect();
-    let request = requests.as_slice();
     // Warm-up: connections open, caches fill.
-    run(addr, request, connections, Duration::from_secs(1), None);
+    run(addr, &requests, connections, Duration::from_secs(1), None);
     let peak = measured(
         addr,
         &format!("closed loop, {connections} in flight (peak)"),
         || {
             run(
                 addr,
-                request,
+                &requests,
                 connections,
                 Duration::from_secs(seconds),
                 None,
@@ -314,7 +313,7 @@ fn main() {
             || {
                 run(
                     addr,
-                    request,
+                    &requests,
                     open_connections,
                     Duration::from_secs(seconds),
                     Some(interval),
