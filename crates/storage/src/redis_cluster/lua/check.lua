@@ -20,24 +20,24 @@
 -- Returns, per check, {code, retry_after_ms, now_ms, credits_remaining (-1: no credits),
 -- then per limit remaining and reset_ms}, all in one flat list. code 0 = allowed,
 -- 1 = rate limited, 2 = credits exhausted.
+--
+-- This runs on the Redis node's one thread for every check, so it is written to allocate
+-- little: state lives in flat arrays filled once per call, and the judge returns its
+-- verdict as values rather than as tables or closures.
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
-local has_credits = ARGV[1] == '1'
-local refill_amount = tonumber(ARGV[2])
-local refill_interval = tonumber(ARGV[3])
-local count = tonumber(ARGV[4])
-local first_cost = 5 + count * 4
+local floor, ceil = math.floor, math.ceil
 
 local function floor0(x)
   if x < 0 then return 0 end
-  return math.floor(x)
+  return floor(x)
 end
 
 local function ceil1(x)
   if x < 1 then return 1 end
-  return math.ceil(x)
+  return ceil(x)
 end
 
 -- Integers go to Redis as digits, never as Lua's "1e+15".
@@ -45,223 +45,212 @@ local function int(x)
   return string.format('%d', x)
 end
 
--- Each algorithm has `load` (read its state once per call), `judge` (one check against the
--- state in memory) and `save` (write the state back when a check changed it). `judge`
--- returns {ok, remaining if applied, reset_ms, retry_ms, apply, remaining as it is}; a
--- refused limit has no apply and the same two remainings.
+local has_credits = ARGV[1] == '1'
+local refill_amount = tonumber(ARGV[2])
+local refill_interval = tonumber(ARGV[3])
+local count = tonumber(ARGV[4])
+local first_cost = 5 + count * 4
 
-local fixed_window = {
-  load = function(key)
-    local state = redis.call('HMGET', key, 'w', 'c')
-    return {w = tonumber(state[1]), c = tonumber(state[2]) or 0}
-  end,
-  judge = function(st, _, limit, window, _, cost)
-    local start = now - (now % window)
-    local used = 0
-    if st.w == start then used = st.c end
-    local reset = start + window - now
-    if used + cost <= limit then
-      return {true, limit - used - cost, reset, 0, function()
-        st.w, st.c, st.dirty = start, used + cost, true
-      end, limit - used}
+-- Per limit i: its algorithm and parameters, its state as it stands (w, c, p: a window's
+-- start, count and the previous window's count; for a token bucket w is the theoretical
+-- arrival time, kept to the microsecond so a batch and single calls agree), the state a
+-- check that fits would leave (nw, nc, np), and whether the state changed.
+local alg, key, limit, window, burst = {}, {}, {}, {}, {}
+local w, c, p, nw, nc, np, dirty = {}, {}, {}, {}, {}, {}, {}
+
+for i = 1, count do
+  local at = 4 + (i - 1) * 4
+  local a, k = ARGV[at + 1], KEYS[i + 1]
+  alg[i], key[i] = a, k
+  limit[i], window[i], burst[i] = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4])
+  if a == 'token_bucket' then
+    w[i] = tonumber(redis.call('GET', k))
+  elseif a == 'fixed_window' then
+    local state = redis.call('HMGET', k, 'w', 'c')
+    w[i], c[i] = tonumber(state[1]), tonumber(state[2]) or 0
+  elseif a == 'sliding_window' then
+    local state = redis.call('HMGET', k, 'w', 'c', 'p')
+    w[i], c[i], p[i] = tonumber(state[1]), tonumber(state[2]) or 0, tonumber(state[3]) or 0
+  elseif a ~= 'sliding_log' then -- a sliding log's entries are read as each check goes
+    return redis.error_reply('unknown algorithm ' .. tostring(a))
+  end
+end
+
+-- One check of `cost` against limit i. Returns whether it fits, the remaining if it is
+-- applied, reset_ms, retry_ms and the remaining as it stands (a refused check has no
+-- "if applied": both remainings are the same). A check that fits leaves its state in nw,
+-- nc, np for `apply`.
+local function judge(i, cost)
+  local a, lim, win = alg[i], limit[i], window[i]
+  if a == 'token_bucket' then
+    -- GCRA: one unit every `interval` ms, up to `burst` at once.
+    local interval = win / lim
+    local tat = w[i] or now
+    if tat < now then tat = now end
+    local new_tat = tat + cost * interval
+    local allow_at = new_tat - burst[i] * interval
+    local left = floor0((now + burst[i] * interval - tat) / interval)
+    if allow_at <= now then
+      nw[i] = floor(new_tat * 1000 + 0.5) / 1000
+      return true, floor0((now + burst[i] * interval - new_tat) / interval), ceil(new_tat - now), 0, left
     end
-    return {false, floor0(limit - used), reset, reset, nil, floor0(limit - used)}
-  end,
-  save = function(st, key, window)
-    redis.call('HSET', key, 'w', int(st.w), 'c', int(st.c))
-    redis.call('PEXPIREAT', key, int(st.w + window))
-  end,
-}
-
-local sliding_window = {
-  load = function(key)
-    local state = redis.call('HMGET', key, 'w', 'c', 'p')
-    return {w = tonumber(state[1]), c = tonumber(state[2]) or 0, p = tonumber(state[3]) or 0}
-  end,
-  judge = function(st, _, limit, window, _, cost)
-    local start = now - (now % window)
+    return false, left, ceil(tat - now), ceil1(allow_at - now), left
+  elseif a == 'fixed_window' then
+    local start = now - (now % win)
+    local used = 0
+    if w[i] == start then used = c[i] end
+    local reset = start + win - now
+    if used + cost <= lim then
+      nw[i], nc[i] = start, used + cost
+      return true, lim - used - cost, reset, 0, lim - used
+    end
+    local left = floor0(lim - used)
+    return false, left, reset, reset, left
+  elseif a == 'sliding_window' then
+    local start = now - (now % win)
     local current, previous = 0, 0
-    if st.w == start then
-      current, previous = st.c, st.p
-    elseif st.w == start - window then
-      previous = st.c
+    if w[i] == start then
+      current, previous = c[i], p[i]
+    elseif w[i] == start - win then
+      previous = c[i]
     end
     local elapsed = now - start
-    local estimate = previous * (window - elapsed) / window + current
-    local reset = start + window - now
-    if estimate + cost <= limit then
-      return {true, floor0(limit - estimate - cost), reset, 0, function()
-        st.w, st.c, st.p, st.dirty = start, current + cost, previous, true
-      end, floor0(limit - estimate)}
+    local estimate = previous * (win - elapsed) / win + current
+    local reset = start + win - now
+    local left = floor0(lim - estimate)
+    if estimate + cost <= lim then
+      nw[i], nc[i], np[i] = start, current + cost, previous
+      return true, floor0(lim - estimate - cost), reset, 0, left
     end
     local retry = reset
-    if current + cost <= limit and previous > 0 then
+    if current + cost <= lim and previous > 0 then
       -- The previous window's weight falls linearly: wait until it has fallen enough.
-      retry = ceil1(window * (1 - (limit - current - cost) / previous) - elapsed)
+      retry = ceil1(win * (1 - (lim - current - cost) / previous) - elapsed)
       -- At the next window start the estimate drops to `current`, which then fits.
       if retry > reset then retry = reset end
     end
-    return {false, floor0(limit - estimate), reset, retry, nil, floor0(limit - estimate)}
-  end,
-  save = function(st, key, window)
-    redis.call('HSET', key, 'w', int(st.w), 'c', int(st.c), 'p', int(st.p))
-    redis.call('PEXPIREAT', key, int(st.w + 2 * window))
-  end,
-}
-
--- GCRA: one unit every `interval` ms, up to `burst` at once. The theoretical arrival time
--- is kept to the microsecond, in memory as in Redis, so a batch and single calls agree.
-local token_bucket = {
-  load = function(key)
-    return {tat = tonumber(redis.call('GET', key))}
-  end,
-  judge = function(st, _, limit, window, burst, cost)
-    local interval = window / limit
-    local tat = st.tat or now
-    if tat < now then tat = now end
-    local new_tat = tat + cost * interval
-    local allow_at = new_tat - burst * interval
-    if allow_at <= now then
-      return {true, floor0((now + burst * interval - new_tat) / interval), math.ceil(new_tat - now), 0, function()
-        st.tat, st.dirty = tonumber(string.format('%.3f', new_tat)), true
-      end, floor0((now + burst * interval - tat) / interval)}
+    return false, left, reset, retry, left
+  else -- sliding_log
+    local k = key[i]
+    redis.call('ZREMRANGEBYSCORE', k, '-inf', now - win)
+    local used = redis.call('ZCARD', k)
+    local reset = win
+    local oldest = redis.call('ZRANGE', k, 0, 0, 'WITHSCORES')
+    if oldest[2] then reset = tonumber(oldest[2]) + win - now end
+    if used + cost <= lim then
+      nc[i] = used
+      return true, lim - used - cost, reset, 0, lim - used
     end
-    local left = floor0((now + burst * interval - tat) / interval)
-    return {false, left, math.ceil(tat - now), ceil1(allow_at - now), nil, left}
-  end,
-  save = function(st, key)
-    redis.call('SET', key, string.format('%.3f', st.tat), 'PXAT', int(math.ceil(st.tat)))
-  end,
-}
-
--- Its entries live in Redis, one per unit: read and written as each check goes.
-local sliding_log = {
-  load = function() return {} end,
-  judge = function(_, key, limit, window, _, cost)
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-    local used = redis.call('ZCARD', key)
-    local reset = window
-    local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-    if oldest[2] then reset = tonumber(oldest[2]) + window - now end
-    if used + cost <= limit then
-      return {true, limit - used - cost, reset, 0, function()
-        for j = 1, cost do
-          redis.call('ZADD', key, now, t[1] .. '.' .. t[2] .. ':' .. (used + j))
-        end
-        redis.call('PEXPIRE', key, window)
-      end, limit - used}
-    end
-    local retry = window
-    if cost <= limit then
+    local retry = win
+    if cost <= lim then
       -- Wait until enough of the oldest entries leave the window.
-      local index = used + cost - limit - 1
-      local entry = redis.call('ZRANGE', key, index, index, 'WITHSCORES')
-      if entry[2] then retry = ceil1(tonumber(entry[2]) + window - now) end
+      local index = used + cost - lim - 1
+      local entry = redis.call('ZRANGE', k, index, index, 'WITHSCORES')
+      if entry[2] then retry = ceil1(tonumber(entry[2]) + win - now) end
     end
-    return {false, floor0(limit - used), reset, retry, nil, floor0(limit - used)}
-  end,
-  save = function() end,
-}
-
-local algorithms = {
-  fixed_window = fixed_window,
-  sliding_window = sliding_window,
-  token_bucket = token_bucket,
-  sliding_log = sliding_log,
-}
-
-local limits = {}
-for i = 1, count do
-  local at = 4 + (i - 1) * 4
-  local algorithm = algorithms[ARGV[at + 1]]
-  if not algorithm then return redis.error_reply('unknown algorithm ' .. tostring(ARGV[at + 1])) end
-  limits[i] = {
-    algorithm = algorithm,
-    key = KEYS[i + 1],
-    limit = tonumber(ARGV[at + 2]),
-    window = tonumber(ARGV[at + 3]),
-    burst = tonumber(ARGV[at + 4]),
-  }
-  limits[i].state = algorithm.load(limits[i].key)
+    local left = floor0(lim - used)
+    return false, left, reset, retry, left
+  end
 end
 
-local credits = nil
+-- Makes the state that `judge` left for limit i the state as it stands.
+local function apply(i, cost)
+  local a = alg[i]
+  if a == 'sliding_log' then
+    local k, used = key[i], nc[i]
+    for j = 1, cost do
+      redis.call('ZADD', k, now, t[1] .. '.' .. t[2] .. ':' .. (used + j))
+    end
+    redis.call('PEXPIRE', k, window[i])
+  else
+    w[i], c[i], p[i], dirty[i] = nw[i], nc[i], np[i], true
+  end
+end
+
+local credits_remaining, credits_refilled_at, credits_spent = 0, nil, 0
 if has_credits then
   local state = redis.call('HMGET', KEYS[1], 'remaining', 'refilled_at')
-  credits = {remaining = tonumber(state[1]) or 0, refilled_at = tonumber(state[2]), spent = 0}
+  credits_remaining, credits_refilled_at = tonumber(state[1]) or 0, tonumber(state[2])
 end
 
-local function judge(cost)
-  local code = 0
-  local retry = 0
-  local judged = {}
+local replies, n = {}, 0
+local after, reset, left = {}, {}, {}
+for ci = first_cost, #ARGV do
+  local cost = tonumber(ARGV[ci])
+  local code, retry = 0, 0
   for i = 1, count do
-    local l = limits[i]
-    local result = l.algorithm.judge(l.state, l.key, l.limit, l.window, l.burst, cost)
-    judged[i] = result
-    if not result[1] then
+    local fits, wait
+    fits, after[i], reset[i], wait, left[i] = judge(i, cost)
+    if not fits then
       code = 1
-      if result[4] > retry then retry = result[4] end
+      if wait > retry then retry = wait end
     end
   end
 
   local credits_left = -1
-  if credits then
+  if has_credits then
     if refill_interval > 0 then
-      if credits.refilled_at == nil then
-        credits.refilled_at = now
-      elseif now - credits.refilled_at >= refill_interval then
+      if credits_refilled_at == nil then
+        credits_refilled_at = now
+      elseif now - credits_refilled_at >= refill_interval then
         -- A refill sets the balance back to `amount`; it does not add up.
-        credits.remaining = refill_amount
-        credits.refilled_at = credits.refilled_at
-          + math.floor((now - credits.refilled_at) / refill_interval) * refill_interval
+        credits_remaining = refill_amount
+        credits_refilled_at = credits_refilled_at
+          + floor((now - credits_refilled_at) / refill_interval) * refill_interval
       end
     end
-    credits_left = credits.remaining
-    if code == 0 and credits.remaining < cost then
+    credits_left = credits_remaining
+    if code == 0 and credits_remaining < cost then
       code = 2
-      if refill_interval > 0 then retry = ceil1(credits.refilled_at + refill_interval - now) end
+      if refill_interval > 0 then retry = ceil1(credits_refilled_at + refill_interval - now) end
     end
   end
 
   if code == 0 then
-    for i = 1, count do judged[i][5]() end
-    if credits then
+    for i = 1, count do apply(i, cost) end
+    if has_credits then
       credits_left = credits_left - cost
-      credits.remaining = credits_left
-      credits.spent = credits.spent + cost
+      credits_remaining = credits_left
+      credits_spent = credits_spent + cost
     end
   end
 
-  local reply = {code, retry, now, credits_left}
+  replies[n + 1], replies[n + 2], replies[n + 3], replies[n + 4] = code, retry, now, credits_left
+  n = n + 4
+  -- Remaining after this check when it passed; as it stands when it was refused.
+  local remaining = left
+  if code == 0 then remaining = after end
   for i = 1, count do
-    -- Remaining after this check when it passed; as it stands when it was refused.
-    if code == 0 then reply[#reply + 1] = judged[i][2] else reply[#reply + 1] = judged[i][6] end
-    reply[#reply + 1] = judged[i][3]
+    replies[n + 1], replies[n + 2] = remaining[i], reset[i]
+    n = n + 2
   end
-  return reply
-end
-
-local replies = {}
-for c = first_cost, #ARGV do
-  for _, value in ipairs(judge(tonumber(ARGV[c]))) do replies[#replies + 1] = value end
 end
 
 for i = 1, count do
-  local l = limits[i]
-  if l.state.dirty then l.algorithm.save(l.state, l.key, l.window) end
+  if dirty[i] then
+    local a, k = alg[i], key[i]
+    if a == 'token_bucket' then
+      redis.call('SET', k, string.format('%.3f', w[i]), 'PXAT', int(ceil(w[i])))
+    elseif a == 'fixed_window' then
+      redis.call('HSET', k, 'w', int(w[i]), 'c', int(c[i]))
+      redis.call('PEXPIREAT', k, int(w[i] + window[i]))
+    else -- sliding_window
+      redis.call('HSET', k, 'w', int(w[i]), 'c', int(c[i]), 'p', int(p[i]))
+      redis.call('PEXPIREAT', k, int(w[i] + 2 * window[i]))
+    end
+  end
 end
-if credits then
+if has_credits then
   -- A refill that became due is kept even when every check was refused: it spends nothing.
-  if credits.refilled_at ~= nil then
-    redis.call('HSET', KEYS[1], 'remaining', int(credits.remaining), 'refilled_at', int(credits.refilled_at))
-  elseif credits.spent > 0 then
-    redis.call('HSET', KEYS[1], 'remaining', int(credits.remaining))
+  if credits_refilled_at ~= nil then
+    redis.call('HSET', KEYS[1], 'remaining', int(credits_remaining), 'refilled_at', int(credits_refilled_at))
+  elseif credits_spent > 0 then
+    redis.call('HSET', KEYS[1], 'remaining', int(credits_remaining))
   end
   -- What was spent, per minute (`s:<minutes since the epoch>`), for the reconciliation of
   -- credits against the usage counted in Postgres; key-admin prunes old minutes.
-  if credits.spent > 0 then
-    redis.call('HINCRBY', KEYS[1], 's:' .. math.floor(now / 60000), int(credits.spent))
+  if credits_spent > 0 then
+    redis.call('HINCRBY', KEYS[1], 's:' .. floor(now / 60000), int(credits_spent))
   end
 end
 
