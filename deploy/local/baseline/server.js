@@ -1,6 +1,17 @@
 // The comparison service of the limiter issue: fastify + rate-limiter-flexible against
 // the same Redis Cluster, one check per request (a token-bucket-like points limiter).
 'use strict';
+// One process per core (BASELINE_WORKERS), as the limiter has one HTTP worker per core:
+// a single node process would leave the second core to the limiter alone.
+const cluster = require('node:cluster');
+const os = require('node:os');
+const workers = Number(process.env.BASELINE_WORKERS || os.availableParallelism());
+if (cluster.isPrimary && workers > 1) {
+  for (let i = 0; i < workers; i++) cluster.fork();
+  cluster.on('exit', () => process.exit(1));
+  return;
+}
+
 const fastify = require('fastify')({ logger: false });
 const Redis = require('ioredis');
 const { RateLimiterRedis } = require('rate-limiter-flexible');

@@ -5,10 +5,11 @@
 //! each run the share of checks the limiter itself answered within 1 ms (its
 //! `keymeter_http_request_duration_seconds` histogram, read before and after).
 //!
-//! Each connection is a thread of its own with a blocking socket: it sleeps until its next
-//! request is due with the OS's high-resolution timer. An async runtime's timer has a
-//! resolution of 1 ms, which alone put ~1 ms of the generator's own lateness into every
-//! open-loop latency (measured: p50 995 µs between due and sent).
+//! One thread reads every answer (epoll) and, in the open loop, one more sends each request
+//! when it is due, sleeping on the OS's high-resolution timer: the generator shares the
+//! machine's cores with the limiter and Redis, so it is kept to two threads, and an async
+//! runtime's timer (1 ms resolution) would have put ~1 ms of the generator's own lateness
+//! into every open-loop latency (measured: p50 995 µs between due and sent).
 //!
 //! Run by deploy/local/bench.sh (which makes the key); `BENCH_KEYS_FILE` (one key a line)
 //! spreads the load over many keys; `BENCH_OPEN_RATE` sets the open-loop
@@ -17,11 +18,17 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+use std::collections::VecDeque;
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use mio::net::TcpStream;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
 
 fn setting<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -34,16 +41,15 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()
 }
 
-/// One keep-alive HTTP/1.1 connection that sends a fixed request and reads the answer.
+/// A blocking connection for one exchange, such as reading /metrics.
 struct Connection {
-    stream: TcpStream,
+    stream: std::net::TcpStream,
     buffer: Vec<u8>,
 }
 
 impl Connection {
     fn open(addr: &str) -> std::io::Result<Self> {
-        let stream = TcpStream::connect(addr)?;
-        stream.set_nodelay(true)?;
+        let stream = std::net::TcpStream::connect(addr)?;
         Ok(Self {
             stream,
             buffer: Vec::with_capacity(4096),
@@ -61,33 +67,35 @@ impl Connection {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
             self.buffer.extend_from_slice(&chunk[..read]);
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut response = httparse::Response::new(&mut headers);
-            let httparse::Status::Complete(head) = response
-                .parse(&self.buffer)
-                .map_err(|e| std::io::Error::other(e.to_string()))?
-            else {
-                continue;
-            };
-            if response
-                .headers
-                .iter()
-                .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
-            {
-                return Err(std::io::Error::other("chunked answers are not read here"));
-            }
-            let length: usize = response
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
-                .unwrap_or(0);
-            if self.buffer.len() >= head + length {
-                let status = response.code.unwrap_or(0);
-                return Ok((status, self.buffer[head..head + length].to_vec()));
+            if let Some((status, body)) = complete(&self.buffer) {
+                return Ok((status, self.buffer[body].to_vec()));
             }
         }
     }
+}
+
+/// The status and body of the one answer in `buffer`, once all of it is there. A chunked
+/// answer is not read here: it comes back as status 0.
+fn complete(buffer: &[u8]) -> Option<(u16, std::ops::Range<usize>)> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    let httparse::Status::Complete(head) = response.parse(buffer).ok()? else {
+        return None;
+    };
+    let header = |name: &str| {
+        response
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    };
+    if header("transfer-encoding").is_some() {
+        return Some((0, head..head));
+    }
+    let length: usize = header("content-length")
+        .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+        .unwrap_or(0);
+    (buffer.len() >= head + length).then(|| (response.code.unwrap_or(0), head..head + length))
 }
 
 struct Run {
@@ -114,76 +122,201 @@ impl Run {
     }
 }
 
-/// `connections` threads; each sends its next request when due (`interval`, open loop) or
-/// as soon as the last one answered (`None`, closed loop), going round `requests` (one per
-/// key) from its own starting point.
+/// What the sender and the receiver share: which connections have nothing in flight, the
+/// due times of requests no connection was free for, and when each connection's request in
+/// flight was due.
+struct Schedule {
+    /// First in, first out, so every connection is used in turn and none sits idle long
+    /// enough for the server to close it.
+    idle: VecDeque<usize>,
+    backlog: VecDeque<Instant>,
+    due: Vec<Instant>,
+    sent: usize,
+}
+
+/// `connections` keep-alive connections, one request in flight on each at most, going round
+/// `requests`. Closed loop (`rate` None): a connection sends its next request as soon as its
+/// answer is in. Open loop: a sender thread makes a request due every 1/`rate` s and sends
+/// it on an idle connection (or on the next to free up, if none is), and its latency counts
+/// from when it was due. One thread reads every answer (epoll), so the generator costs the
+/// shared cores little and the same per request in both loops.
 fn run(
     addr: &str,
     requests: &[Vec<u8>],
     connections: usize,
     duration: Duration,
-    interval: Option<Duration>,
+    rate: Option<f64>,
 ) -> Run {
+    let mut poll = Poll::new().unwrap();
+    let mut streams: Vec<TcpStream> = Vec::with_capacity(connections);
+    for i in 0..connections {
+        let stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_nodelay(true).unwrap();
+        stream.set_nonblocking(true).unwrap();
+        let mut stream = TcpStream::from_std(stream);
+        poll.registry()
+            .register(&mut stream, Token(i), Interest::READABLE)
+            .unwrap();
+        streams.push(stream);
+    }
     let started = Instant::now();
     let deadline = started + duration;
+    let schedule = Mutex::new(Schedule {
+        idle: (0..connections).collect(),
+        backlog: VecDeque::new(),
+        due: vec![started; connections],
+        sent: 0,
+    });
+    let sender_done = AtomicBool::new(rate.is_none());
+    // Sends request number `sent` on connection `c` (taken idle, due time set). A failed
+    // write needs no count here: the reader sees the connection broken, or its request
+    // counts as unanswered at the end.
+    let send = |c: usize, sent: usize| {
+        let _ = (&streams[c]).write_all(&requests[sent % requests.len()]);
+    };
     let mut total = Run {
         answered: 0,
         failed: 0,
         elapsed: Duration::ZERO,
         latency_us: histogram(),
     };
+    let mut broken = 0;
     std::thread::scope(|scope| {
-        let threads: Vec<_> = (0..connections)
-            .map(|i| {
-                scope.spawn(move || {
-                    let mut latency_us = histogram();
-                    let (mut answered, mut failed) = (0u64, 0u64);
-                    let mut connection = Connection::open(addr).ok();
-                    let mut next = i;
-                    // Spread the open-loop threads over one interval.
-                    let mut due = started
-                        + interval.map_or(Duration::ZERO, |iv| iv * i as u32 / connections as u32);
-                    while due < deadline {
-                        match interval {
-                            Some(_) => {
-                                std::thread::sleep(due.saturating_duration_since(Instant::now()))
+        if let Some(rate) = rate {
+            let interval = Duration::from_secs_f64(1.0 / rate);
+            let (schedule, sender_done, send) = (&schedule, &sender_done, &send);
+            scope.spawn(move || {
+                let mut due = started;
+                while due < deadline {
+                    std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                    let now = Instant::now();
+                    while due <= now && due < deadline {
+                        let taken = {
+                            let mut s = schedule.lock().unwrap();
+                            match s.idle.pop_front() {
+                                Some(c) => {
+                                    s.due[c] = due;
+                                    s.sent += 1;
+                                    Some((c, s.sent))
+                                }
+                                None => {
+                                    s.backlog.push_back(due);
+                                    None
+                                }
                             }
-                            None => due = Instant::now(),
+                        };
+                        if let Some((c, sent)) = taken {
+                            send(c, sent);
                         }
-                        let request = &requests[next % requests.len()];
-                        next += 1;
-                        // A kept-alive connection the server closed meanwhile (idle past its
-                        // keep-alive) gets one retry on a fresh one.
-                        let mut answer = connection.as_mut().and_then(|c| c.exchange(request).ok());
-                        if answer.is_none() {
-                            connection = Connection::open(addr).ok();
-                            answer = connection.as_mut().and_then(|c| c.exchange(request).ok());
-                        }
-                        match answer {
-                            Some((200 | 429, _)) => {
-                                answered += 1;
-                                let _ = latency_us.record(due.elapsed().as_micros().max(1) as u64);
-                            }
-                            Some(_) => failed += 1,
-                            None => {
-                                failed += 1;
-                                connection = None;
-                            }
-                        }
-                        due += interval.unwrap_or(Duration::ZERO);
+                        due += interval;
                     }
-                    (answered, failed, latency_us)
-                })
-            })
-            .collect();
-        for thread in threads {
-            let (answered, failed, latency_us) = thread.join().unwrap();
-            total.answered += answered;
-            total.failed += failed;
-            total.latency_us.add(latency_us).unwrap();
+                }
+                sender_done.store(true, Ordering::Release);
+            });
+        } else {
+            let mut s = schedule.lock().unwrap();
+            let idle = std::mem::take(&mut s.idle);
+            for c in idle {
+                s.sent += 1;
+                send(c, s.sent);
+            }
+        }
+
+        let mut buffers = vec![Vec::<u8>::with_capacity(1024); connections];
+        let mut events = Events::with_capacity(connections);
+        let mut chunk = [0u8; 4096];
+        // Answers still on their way at the deadline get this long.
+        let grace = deadline + Duration::from_secs(5);
+        loop {
+            let now = Instant::now();
+            if now > grace {
+                break;
+            }
+            if sender_done.load(Ordering::Acquire) {
+                let s = schedule.lock().unwrap();
+                let in_flight = connections - s.idle.len() - broken;
+                if (now >= deadline || rate.is_some()) && s.backlog.is_empty() && in_flight == 0 {
+                    break;
+                }
+            }
+            poll.poll(&mut events, Some(Duration::from_millis(10)))
+                .unwrap();
+            for event in events.iter() {
+                let c = event.token().0;
+                // Edge-triggered: read until the answer is whole or the socket is drained.
+                // A whole answer is all there is (one request in flight), so stopping there
+                // saves the read that would only say "would block".
+                let answer = loop {
+                    match (&streams[c]).read(&mut chunk) {
+                        Ok(0) => break Err(()),
+                        Ok(n) => {
+                            buffers[c].extend_from_slice(&chunk[..n]);
+                            if let Some((status, _)) = complete(&buffers[c]) {
+                                break Ok(Some(status));
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break Ok(None),
+                        Err(_) => break Err(()),
+                    }
+                };
+                let status = match answer {
+                    Ok(Some(status)) => status,
+                    Ok(None) => continue,
+                    Err(()) => {
+                        // Closed or broken: this connection leaves the run, and its request
+                        // in flight, if it had one, failed.
+                        let mut s = schedule.lock().unwrap();
+                        match s.idle.iter().position(|&i| i == c) {
+                            Some(at) => {
+                                s.idle.remove(at);
+                            }
+                            None => total.failed += 1,
+                        }
+                        broken += 1;
+                        let _ = poll
+                            .registry()
+                            .deregister(&mut SourceFd(&streams[c].as_raw_fd()));
+                        continue;
+                    }
+                };
+                let done = Instant::now();
+                buffers[c].clear();
+                let next = {
+                    let mut s = schedule.lock().unwrap();
+                    if matches!(status, 200 | 429) {
+                        total.answered += 1;
+                        let waited = done.saturating_duration_since(s.due[c]);
+                        let _ = total.latency_us.record(waited.as_micros().max(1) as u64);
+                    } else {
+                        total.failed += 1;
+                    }
+                    let due = if rate.is_none() {
+                        (done < deadline).then_some(done)
+                    } else {
+                        s.backlog.pop_front()
+                    };
+                    match due {
+                        Some(due) => {
+                            s.due[c] = due;
+                            s.sent += 1;
+                            Some(s.sent)
+                        }
+                        None => {
+                            s.idle.push_back(c);
+                            None
+                        }
+                    }
+                };
+                if let Some(sent) = next {
+                    send(c, sent);
+                }
+            }
         }
     });
     total.elapsed = started.elapsed();
+    let s = schedule.into_inner().unwrap();
+    // Whatever had no answer by the end counts as failed.
+    total.failed += (connections - s.idle.len() - broken + s.backlog.len()) as u64;
     total
 }
 
@@ -256,10 +389,9 @@ fn main() {
         return;
     }
     let connections: usize = setting("BENCH_CONNECTIONS", 50);
-    // Open loop, each connection waits out one answer before its next request, so it can
-    // offer at most connections / latency per second: with only as many as the closed
-    // loop had, that is barely more than 70 % of the peak, and one slow stretch leaves
-    // every connection behind its schedule for the rest of the run.
+    // Open loop, a request due while every connection has one in flight waits for the
+    // next to free up (its wait counts in its latency): more connections than the closed
+    // loop's keep one slow stretch from delaying everything due after it.
     let open_connections: usize = setting("BENCH_OPEN_CONNECTIONS", connections * 4);
     let seconds: u64 = setting("BENCH_SECONDS", 10);
     let fractions: Vec<f64> = std::env::var("BENCH_LOAD_FRACTIONS")
@@ -303,7 +435,6 @@ fn main() {
         return;
     }
     for target in targets {
-        let interval = Duration::from_secs_f64(open_connections as f64 / target);
         measured(
             addr,
             &format!(
@@ -316,7 +447,7 @@ fn main() {
                     &requests,
                     open_connections,
                     Duration::from_secs(seconds),
-                    Some(interval),
+                    Some(target),
                 )
             },
         );
