@@ -5,8 +5,13 @@
 # fastify + rate-limiter-flexible service of deploy/local/baseline on the same cluster
 # (wrk is installed with apt-get; the baseline needs node and npm, else it is skipped).
 #
+# Last, the bench's own generator (closed loop) spreads checks over BENCH_MANY_KEYS keys of
+# the bench plan, limiter and baseline in turn: one key measures batching, many keys each
+# checked rarely measure a script call per check.
+#
 #   deploy/local/bench.sh    (BENCH_CONNECTIONS=50 BENCH_SECONDS=10
-#                             BENCH_LOAD_FRACTIONS=0.1,0.3,0.5,0.7 BENCH_OPEN_CONNECTIONS=200)
+#                             BENCH_LOAD_FRACTIONS=0.1,0.3,0.5,0.7 BENCH_OPEN_CONNECTIONS=200
+#                             BENCH_MANY_KEYS=200)
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -44,6 +49,34 @@ wrk_rate() { # url -> "<req/s> <p99>"
 	wrk -t2 -c"${BENCH_CONNECTIONS:-50}" -d"${BENCH_SECONDS:-10}s" --latency -s "$body" "$1/v1/check" |
 		awk '/Requests\/sec/ {r=$2} $1=="99%" {p=$2} END {print r, p}'
 }
+# many_keys_file N: N keys of the bench plan, one a line, made once and kept in the stack's
+# state (a new stack, or a file too short, makes them anew).
+many_keys_file() {
+	local n=$1 file="$KM_STATE/bench-keys.txt" admin auth plan_id
+	if [[ -f $file && $(wc -l <"$file") -ge $n && $(km_peek "$(head -n 1 "$file")") == 200 ]]; then
+		printf '%s\n' "$file"
+		return
+	fi
+	admin="http://$(km_client_addr "$KEYMETER_ADMIN_LISTEN")"
+	auth="Authorization: Bearer $KEYMETER_BOOTSTRAP_ADMIN_TOKEN"
+	plan_id=$(curl -fsS -H "$auth" "$admin/v1/plans?limit=100" |
+		python3 -c 'import json,sys; print(next(p["id"] for p in json.load(sys.stdin)["items"] if p["name"] == "bench"))')
+	km_log "bench: making $n keys of the bench plan" >&2
+	for ((i = 1; i <= n; i++)); do
+		curl -fsS -H "$auth" -H 'content-type: application/json' "$admin/v1/keys" \
+			-d "{\"plan_id\":\"$plan_id\",\"name\":\"bench-$i\",\"owner_id\":\"bench\",\"prefix\":\"bench\"}" |
+			python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])'
+	done >"$file.new"
+	mv "$file.new" "$file"
+	km_wait 10 km_peek_ok "$(tail -n 1 "$file")" || km_die "the limiter does not know the new bench keys yet"
+	printf '%s\n' "$file"
+}
+many=${BENCH_MANY_KEYS:-200}
+many_rate() { # url -> checks/s of a closed loop over the many keys
+	BENCH_URL=$1 BENCH_KEYS_FILE=$keys_file BENCH_LOAD_FRACTIONS='' cargo bench -q -p limiter --bench check |
+		sed -n 's/^closed loop[^:]*: \([0-9]*\) checks\/s.*/\1/p'
+}
+
 if command -v node >/dev/null && command -v npm >/dev/null; then
 	(cd deploy/local/baseline && npm ci --no-audit --no-fund --silent >/dev/null)
 	port=3987
@@ -51,15 +84,29 @@ if command -v node >/dev/null && command -v npm >/dev/null; then
 	nodes=$(for i in "${!KM_REDIS_PORTS[@]}"; do printf '%s:%s,' "${KM_REDIS_HOSTS[i]}" "${KM_REDIS_PORTS[i]}"; done)
 	REDIS_NODES=${nodes%,} PORT=$port node deploy/local/baseline/server.js >"$KM_LOGS/baseline.log" 2>&1 &
 	baseline_pid=$!
-	km_wait 10 curl -fs -o /dev/null -X POST -H 'content-type: application/json' -d '{"key":"x"}' "http://127.0.0.1:$port/v1/check" ||
+	baseline="http://127.0.0.1:$port"
+	km_wait 10 curl -fs -o /dev/null -X POST -H 'content-type: application/json' -d '{"key":"x"}' "$baseline/v1/check" ||
 		km_die "the baseline did not start (log: $(km_rel "$KM_LOGS/baseline.log"))"
 	km_log "bench: wrk -t2 -c${BENCH_CONNECTIONS:-50}, limiter and baseline in turn"
 	read -r ours ours_p99 < <(wrk_rate "$limiter")
-	read -r theirs theirs_p99 < <(wrk_rate "http://127.0.0.1:$port")
+	read -r theirs theirs_p99 < <(wrk_rate "$baseline")
 	km_log "limiter:  $ours req/s (p99 $ours_p99)"
 	km_log "baseline: $theirs req/s (p99 $theirs_p99), fastify + rate-limiter-flexible"
 	km_log "ratio limiter / baseline: $(awk -v a="$ours" -v b="$theirs" 'BEGIN {printf "%.2f", a / b}')"
+	if ((many > 0)); then
+		keys_file=$(many_keys_file "$many")
+		km_log "bench: $many keys at random, the bench's generator (closed loop), limiter and baseline in turn"
+		ours=$(many_rate "$limiter")
+		theirs=$(many_rate "$baseline")
+		km_log "limiter:  $ours checks/s over $many keys"
+		km_log "baseline: $theirs checks/s over $many keys"
+		km_log "ratio limiter / baseline: $(awk -v a="$ours" -v b="$theirs" 'BEGIN {printf "%.2f", a / b}')"
+	fi
 else
 	read -r ours ours_p99 < <(wrk_rate "$limiter")
 	km_log "limiter (wrk): $ours req/s (p99 $ours_p99); no node/npm, so no baseline"
+	if ((many > 0)); then
+		keys_file=$(many_keys_file "$many")
+		km_log "limiter: $(many_rate "$limiter") checks/s over $many keys (the bench's generator)"
+	fi
 fi
