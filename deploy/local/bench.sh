@@ -6,8 +6,8 @@
 # (wrk is installed with apt-get; the baseline needs node and npm, else it is skipped).
 #
 # Last, the bench's own generator (closed loop) spreads checks over BENCH_MANY_KEYS keys of
-# the bench plan, limiter and baseline in turn: one key measures batching, many keys each
-# checked rarely measure a script call per check.
+# the bench plan, taken in turn, limiter and baseline one after the other: one key
+# measures batching, many keys each checked rarely measure a script call per check.
 #
 #   deploy/local/bench.sh    (BENCH_CONNECTIONS=50 BENCH_SECONDS=10
 #                             BENCH_LOAD_FRACTIONS=0.1,0.3,0.5,0.7 BENCH_OPEN_CONNECTIONS=200
@@ -49,31 +49,35 @@ wrk_rate() { # url -> "<req/s> <p99>"
 	wrk -t2 -c"${BENCH_CONNECTIONS:-50}" -d"${BENCH_SECONDS:-10}s" --latency -s "$body" "$1/v1/check" |
 		awk '/Requests\/sec/ {r=$2} $1=="99%" {p=$2} END {print r, p}'
 }
-# many_keys_file N: N keys of the bench plan, one a line, made once and kept in the stack's
-# state (a new stack, or a file too short, makes them anew).
+# many_keys_file N: a file of N keys of the bench plan, one a line. The keys are made once
+# and kept in the stack's state (a new stack, or too few, makes them anew).
 many_keys_file() {
-	local n=$1 file="$KM_STATE/bench-keys.txt" admin auth plan_id
-	if [[ -f $file && $(wc -l <"$file") -ge $n && $(km_peek "$(head -n 1 "$file")") == 200 ]]; then
-		printf '%s\n' "$file"
-		return
+	local n=$1 all="$KM_STATE/bench-keys.txt" admin auth plan_id
+	if ! [[ -f $all && $(wc -l <"$all") -ge $n && $(km_peek "$(head -n 1 "$all")") == 200 ]]; then
+		admin="http://$(km_client_addr "$KEYMETER_ADMIN_LISTEN")"
+		auth="Authorization: Bearer $KEYMETER_BOOTSTRAP_ADMIN_TOKEN"
+		plan_id=$(curl -fsS -H "$auth" "$admin/v1/plans?limit=100" |
+			python3 -c 'import json,sys; print(next(p["id"] for p in json.load(sys.stdin)["items"] if p["name"] == "bench"))')
+		km_log "bench: making $n keys of the bench plan" >&2
+		# Raw keys, like bench.env: for this user only.
+		(
+			umask 077
+			for ((i = 1; i <= n; i++)); do
+				curl -fsS -H "$auth" -H 'content-type: application/json' "$admin/v1/keys" \
+					-d "{\"plan_id\":\"$plan_id\",\"name\":\"bench-$i\",\"owner_id\":\"bench\",\"prefix\":\"bench\"}" |
+					python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])'
+			done >"$all.new"
+		)
+		mv "$all.new" "$all"
+		km_wait 10 km_peek_ok "$(tail -n 1 "$all")" || km_die "the limiter does not know the new bench keys yet"
 	fi
-	admin="http://$(km_client_addr "$KEYMETER_ADMIN_LISTEN")"
-	auth="Authorization: Bearer $KEYMETER_BOOTSTRAP_ADMIN_TOKEN"
-	plan_id=$(curl -fsS -H "$auth" "$admin/v1/plans?limit=100" |
-		python3 -c 'import json,sys; print(next(p["id"] for p in json.load(sys.stdin)["items"] if p["name"] == "bench"))')
-	km_log "bench: making $n keys of the bench plan" >&2
-	for ((i = 1; i <= n; i++)); do
-		curl -fsS -H "$auth" -H 'content-type: application/json' "$admin/v1/keys" \
-			-d "{\"plan_id\":\"$plan_id\",\"name\":\"bench-$i\",\"owner_id\":\"bench\",\"prefix\":\"bench\"}" |
-			python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])'
-	done >"$file.new"
-	mv "$file.new" "$file"
-	km_wait 10 km_peek_ok "$(tail -n 1 "$file")" || km_die "the limiter does not know the new bench keys yet"
-	printf '%s\n' "$file"
+	(umask 077 && head -n "$n" "$all" >"$KM_STATE/bench-keys-$n.txt")
+	printf '%s\n' "$KM_STATE/bench-keys-$n.txt"
 }
 many=${BENCH_MANY_KEYS:-200}
 many_rate() { # url -> checks/s of a closed loop over the many keys
-	BENCH_URL=$1 BENCH_KEYS_FILE=$keys_file BENCH_LOAD_FRACTIONS='' cargo bench -q -p limiter --bench check |
+	env -u BENCH_OPEN_RATE BENCH_URL="$1" BENCH_KEYS_FILE="$keys_file" BENCH_LOAD_FRACTIONS='' \
+		cargo bench -q -p limiter --bench check |
 		sed -n 's/^closed loop[^:]*: \([0-9]*\) checks\/s.*/\1/p'
 }
 
@@ -95,7 +99,7 @@ if command -v node >/dev/null && command -v npm >/dev/null; then
 	km_log "ratio limiter / baseline: $(awk -v a="$ours" -v b="$theirs" 'BEGIN {printf "%.2f", a / b}')"
 	if ((many > 0)); then
 		keys_file=$(many_keys_file "$many")
-		km_log "bench: $many keys at random, the bench's generator (closed loop), limiter and baseline in turn"
+		km_log "bench: $many keys in turn, the bench's generator (closed loop), limiter then baseline"
 		ours=$(many_rate "$limiter")
 		theirs=$(many_rate "$baseline")
 		km_log "limiter:  $ours checks/s over $many keys"

@@ -20,14 +20,12 @@
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
-use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 fn setting<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -122,7 +120,7 @@ impl Run {
     }
 }
 
-/// What the sender and the receiver share: which connections have nothing in flight, the
+/// What the sender and the reader share: which connections have nothing in flight, the
 /// due times of requests no connection was free for, and when each connection's request in
 /// flight was due.
 struct Schedule {
@@ -130,8 +128,54 @@ struct Schedule {
     /// enough for the server to close it.
     idle: VecDeque<usize>,
     backlog: VecDeque<Instant>,
-    due: Vec<Instant>,
+    in_flight: Vec<Option<Instant>>,
+    busy: usize,
     sent: usize,
+}
+
+impl Schedule {
+    /// Puts a request due at `due` on connection `c`; returns its number.
+    fn start(&mut self, c: usize, due: Instant) -> usize {
+        self.in_flight[c] = Some(due);
+        self.busy += 1;
+        self.sent += 1;
+        self.sent
+    }
+
+    /// Connection `c` has its answer (or lost its request): when its request was due.
+    fn finish(&mut self, c: usize) -> Option<Instant> {
+        let due = self.in_flight[c].take();
+        if due.is_some() {
+            self.busy -= 1;
+        }
+        due
+    }
+
+    /// The next request for connection `c`, now free: due `now` in the closed loop until the
+    /// deadline, the oldest of the backlog in the open loop; else `c` goes idle.
+    fn next(&mut self, c: usize, closed_loop: Option<Instant>) -> Option<usize> {
+        let due = match closed_loop {
+            Some(now) => Some(now),
+            None => self.backlog.pop_front(),
+        };
+        match due {
+            Some(due) => Some(self.start(c, due)),
+            None => {
+                self.idle.push_back(c);
+                None
+            }
+        }
+    }
+}
+
+fn connect(poll: &Poll, addr: &str, c: usize) -> std::io::Result<TcpStream> {
+    let stream = std::net::TcpStream::connect(addr)?;
+    stream.set_nodelay(true)?;
+    stream.set_nonblocking(true)?;
+    let mut stream = TcpStream::from_std(stream);
+    poll.registry()
+        .register(&mut stream, Token(c), Interest::READABLE)?;
+    Ok(stream)
 }
 
 /// `connections` keep-alive connections, one request in flight on each at most, going round
@@ -139,7 +183,8 @@ struct Schedule {
 /// answer is in. Open loop: a sender thread makes a request due every 1/`rate` s and sends
 /// it on an idle connection (or on the next to free up, if none is), and its latency counts
 /// from when it was due. One thread reads every answer (epoll), so the generator costs the
-/// shared cores little and the same per request in both loops.
+/// shared cores little and the same per request in both loops. A connection the server
+/// closes is opened again; a request that was in flight on it failed.
 fn run(
     addr: &str,
     requests: &[Vec<u8>],
@@ -148,31 +193,29 @@ fn run(
     rate: Option<f64>,
 ) -> Run {
     let mut poll = Poll::new().unwrap();
-    let mut streams: Vec<TcpStream> = Vec::with_capacity(connections);
-    for i in 0..connections {
-        let stream = std::net::TcpStream::connect(addr).unwrap();
-        stream.set_nodelay(true).unwrap();
-        stream.set_nonblocking(true).unwrap();
-        let mut stream = TcpStream::from_std(stream);
-        poll.registry()
-            .register(&mut stream, Token(i), Interest::READABLE)
-            .unwrap();
-        streams.push(stream);
-    }
+    let streams: Vec<Mutex<Option<TcpStream>>> = (0..connections)
+        .map(|c| Mutex::new(Some(connect(&poll, addr, c).unwrap())))
+        .collect();
     let started = Instant::now();
     let deadline = started + duration;
     let schedule = Mutex::new(Schedule {
         idle: (0..connections).collect(),
         backlog: VecDeque::new(),
-        due: vec![started; connections],
+        in_flight: vec![None; connections],
+        busy: 0,
         sent: 0,
     });
     let sender_done = AtomicBool::new(rate.is_none());
-    // Sends request number `sent` on connection `c` (taken idle, due time set). A failed
-    // write needs no count here: the reader sees the connection broken, or its request
-    // counts as unanswered at the end.
+    // Sends request number `sent` on connection `c`. A write that fails shuts the
+    // connection, so the reader sees it broken and counts its request as failed.
     let send = |c: usize, sent: usize| {
-        let _ = (&streams[c]).write_all(&requests[sent % requests.len()]);
+        if let Some(stream) = streams[c].lock().unwrap().as_ref()
+            && (&*stream)
+                .write_all(&requests[sent % requests.len()])
+                .is_err()
+        {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
     };
     let mut total = Run {
         answered: 0,
@@ -180,7 +223,7 @@ fn run(
         elapsed: Duration::ZERO,
         latency_us: histogram(),
     };
-    let mut broken = 0;
+    let mut last_answer = started;
     std::thread::scope(|scope| {
         if let Some(rate) = rate {
             let interval = Duration::from_secs_f64(1.0 / rate);
@@ -194,11 +237,7 @@ fn run(
                         let taken = {
                             let mut s = schedule.lock().unwrap();
                             match s.idle.pop_front() {
-                                Some(c) => {
-                                    s.due[c] = due;
-                                    s.sent += 1;
-                                    Some((c, s.sent))
-                                }
+                                Some(c) => Some((c, s.start(c, due))),
                                 None => {
                                     s.backlog.push_back(due);
                                     None
@@ -215,10 +254,9 @@ fn run(
             });
         } else {
             let mut s = schedule.lock().unwrap();
-            let idle = std::mem::take(&mut s.idle);
-            for c in idle {
-                s.sent += 1;
-                send(c, s.sent);
+            while let Some(c) = s.idle.pop_front() {
+                let sent = s.start(c, started);
+                send(c, sent);
             }
         }
 
@@ -234,89 +272,97 @@ fn run(
             }
             if sender_done.load(Ordering::Acquire) {
                 let s = schedule.lock().unwrap();
-                let in_flight = connections - s.idle.len() - broken;
-                if (now >= deadline || rate.is_some()) && s.backlog.is_empty() && in_flight == 0 {
+                if (now >= deadline || rate.is_some()) && s.backlog.is_empty() && s.busy == 0 {
                     break;
                 }
             }
             poll.poll(&mut events, Some(Duration::from_millis(10)))
                 .unwrap();
+            // One reading for the whole batch of events, taken as they came in, so the
+            // generator's own work on the earlier ones does not count against the later.
+            let polled = Instant::now();
             for event in events.iter() {
                 let c = event.token().0;
                 // Edge-triggered: read until the answer is whole or the socket is drained.
                 // A whole answer is all there is (one request in flight), so stopping there
                 // saves the read that would only say "would block".
-                let answer = loop {
-                    match (&streams[c]).read(&mut chunk) {
-                        Ok(0) => break Err(()),
-                        Ok(n) => {
-                            buffers[c].extend_from_slice(&chunk[..n]);
-                            if let Some((status, _)) = complete(&buffers[c]) {
-                                break Ok(Some(status));
+                let answer = {
+                    let guard = streams[c].lock().unwrap();
+                    let Some(stream) = guard.as_ref() else {
+                        continue;
+                    };
+                    loop {
+                        match (&*stream).read(&mut chunk) {
+                            Ok(0) => break None,
+                            Ok(n) => {
+                                buffers[c].extend_from_slice(&chunk[..n]);
+                                if let Some((status, _)) = complete(&buffers[c]) {
+                                    break Some(Some(status));
+                                }
                             }
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                                break Some(None);
+                            }
+                            Err(_) => break None,
                         }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break Ok(None),
-                        Err(_) => break Err(()),
                     }
                 };
+                let mut s = schedule.lock().unwrap();
                 let status = match answer {
-                    Ok(Some(status)) => status,
-                    Ok(None) => continue,
-                    Err(()) => {
-                        // Closed or broken: this connection leaves the run, and its request
-                        // in flight, if it had one, failed.
-                        let mut s = schedule.lock().unwrap();
-                        match s.idle.iter().position(|&i| i == c) {
-                            Some(at) => {
-                                s.idle.remove(at);
-                            }
-                            None => total.failed += 1,
+                    Some(None) => continue,
+                    // A whole answer to a request in flight: the connection goes on.
+                    Some(Some(status)) if status != 0 && s.in_flight[c].is_some() => status,
+                    // Closed, broken, chunked, or an answer to nothing: open it again. Its
+                    // request in flight, if it had one, failed.
+                    _ => {
+                        buffers[c].clear();
+                        let lost = s.finish(c).is_some();
+                        let mut slot = streams[c].lock().unwrap();
+                        if let Some(mut old) = slot.take() {
+                            let _ = poll.registry().deregister(&mut old);
                         }
-                        broken += 1;
-                        let _ = poll
-                            .registry()
-                            .deregister(&mut SourceFd(&streams[c].as_raw_fd()));
+                        *slot = connect(&poll, addr, c).ok();
+                        let alive = slot.is_some();
+                        drop(slot);
+                        if lost {
+                            total.failed += 1;
+                            if alive {
+                                let closed_loop = rate.is_none() && polled < deadline;
+                                if let Some(sent) = s.next(c, closed_loop.then_some(polled)) {
+                                    drop(s);
+                                    send(c, sent);
+                                }
+                            }
+                        } else if !alive {
+                            s.idle.retain(|&i| i != c);
+                        }
                         continue;
                     }
                 };
-                let done = Instant::now();
                 buffers[c].clear();
-                let next = {
-                    let mut s = schedule.lock().unwrap();
-                    if matches!(status, 200 | 429) {
-                        total.answered += 1;
-                        let waited = done.saturating_duration_since(s.due[c]);
-                        let _ = total.latency_us.record(waited.as_micros().max(1) as u64);
-                    } else {
-                        total.failed += 1;
-                    }
-                    let due = if rate.is_none() {
-                        (done < deadline).then_some(done)
-                    } else {
-                        s.backlog.pop_front()
-                    };
-                    match due {
-                        Some(due) => {
-                            s.due[c] = due;
-                            s.sent += 1;
-                            Some(s.sent)
-                        }
-                        None => {
-                            s.idle.push_back(c);
-                            None
-                        }
-                    }
-                };
+                let due = s.finish(c).unwrap_or(polled);
+                if matches!(status, 200 | 429) {
+                    total.answered += 1;
+                    last_answer = polled;
+                    let waited = polled.saturating_duration_since(due);
+                    let _ = total.latency_us.record(waited.as_micros().max(1) as u64);
+                } else {
+                    total.failed += 1;
+                }
+                let closed_loop = rate.is_none() && polled < deadline;
+                let next = s.next(c, closed_loop.then_some(polled));
+                drop(s);
                 if let Some(sent) = next {
                     send(c, sent);
                 }
             }
         }
     });
-    total.elapsed = started.elapsed();
+    // The rate is over the time answers came in, not the grace waited for the last ones.
+    total.elapsed = last_answer.saturating_duration_since(started);
     let s = schedule.into_inner().unwrap();
     // Whatever had no answer by the end counts as failed.
-    total.failed += (connections - s.idle.len() - broken + s.backlog.len()) as u64;
+    total.failed += (s.busy + s.backlog.len()) as u64;
     total
 }
 
