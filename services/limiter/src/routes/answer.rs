@@ -1,12 +1,23 @@
 //! The answer of a check: status, JSON body and rate-limit headers, built once for both
 //! routes.
 
+use std::fmt::Write;
+
 use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
+use actix_web::http::header::{HeaderName, RETRY_AFTER};
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::check::{Code, Decision};
+
+// Built once: a header named by a string is parsed and checked on every response.
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+const X_KEYMETER_DEGRADED: HeaderName = HeaderName::from_static("x-keymeter-degraded");
 
 /// The largest cost one request may ask for.
 pub const MAX_COST: u64 = 1_000_000_000_000;
@@ -77,40 +88,26 @@ pub fn respond(decision: &Decision, status: StatusCode, with_body: bool) -> Http
     if let Some(record) = record
         && !record.limits.is_empty()
     {
-        let policy: Vec<String> = record
-            .limits
-            .iter()
-            .map(|l| {
-                format!(
-                    "\"{}\";q={};w={}",
-                    l.name,
-                    l.capacity(),
-                    seconds_up(l.window_ms)
-                )
-            })
-            .collect();
-        response.insert_header(("RateLimit-Policy", policy.join(", ")));
+        let mut policy = String::with_capacity(32 * record.limits.len());
+        for (i, l) in record.limits.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            let (name, quota, window) = (&l.name, l.capacity(), seconds_up(l.window_ms));
+            let _ = write!(policy, "{sep}\"{name}\";q={quota};w={window}");
+        }
+        response.insert_header((RATELIMIT_POLICY, policy));
     }
     if !limits.is_empty() {
-        let current: Vec<String> = limits
-            .iter()
-            .map(|l| {
-                format!(
-                    "\"{}\";r={};t={}",
-                    l.name,
-                    l.remaining,
-                    seconds_up(l.reset_ms)
-                )
-            })
-            .collect();
-        response.insert_header(("RateLimit", current.join(", ")));
+        let mut current = String::with_capacity(32 * limits.len());
+        for (i, l) in limits.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            let (name, left, reset) = (l.name, l.remaining, seconds_up(l.reset_ms));
+            let _ = write!(current, "{sep}\"{name}\";r={left};t={reset}");
+        }
+        response.insert_header((RATELIMIT, current));
         if let Some(tightest) = limits.iter().min_by_key(|l| l.remaining) {
-            response.insert_header(("X-RateLimit-Limit", tightest.limit.to_string()));
-            response.insert_header(("X-RateLimit-Remaining", tightest.remaining.to_string()));
-            response.insert_header((
-                "X-RateLimit-Reset",
-                seconds_up(tightest.reset_ms).to_string(),
-            ));
+            response.insert_header((X_RATELIMIT_LIMIT, tightest.limit));
+            response.insert_header((X_RATELIMIT_REMAINING, tightest.remaining));
+            response.insert_header((X_RATELIMIT_RESET, seconds_up(tightest.reset_ms)));
         }
     }
     let retry_after_ms = match decision.code {
@@ -120,10 +117,10 @@ pub fn respond(decision: &Decision, status: StatusCode, with_body: bool) -> Http
         _ => None,
     };
     if let Some(ms) = retry_after_ms {
-        response.insert_header(("Retry-After", seconds_up(ms).max(1).to_string()));
+        response.insert_header((RETRY_AFTER, seconds_up(ms).max(1)));
     }
     if decision.degraded {
-        response.insert_header(("X-Keymeter-Degraded", "redis-unavailable"));
+        response.insert_header((X_KEYMETER_DEGRADED, "redis-unavailable"));
     }
     if !with_body {
         return response.finish();
