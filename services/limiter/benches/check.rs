@@ -1,9 +1,10 @@
 //! Load on `POST /v1/check` of a running limiter, from this machine: first closed-loop with
 //! `BENCH_CONNECTIONS` requests in flight (the peak rate), then open-loop at each of
 //! `BENCH_LOAD_FRACTIONS` of that peak (10, 30, 50 and 70 %), timing each request from
-//! when it was due so a stall is not hidden (no coordinated omission). Prints throughput and p50/p99/p99.9, and for
-//! each run the share of checks the limiter itself answered within 1 ms (its
-//! `keymeter_http_request_duration_seconds` histogram, read before and after).
+//! when it was due so a stall is not hidden (no coordinated omission). Prints throughput
+//! and p50/p99/p99.9; for each open-loop run how late the generator itself sent its
+//! requests; and for each run the share of checks the limiter itself answered within 1 ms
+//! (its `keymeter_http_request_duration_seconds` histogram, read before and after).
 //!
 //! One thread reads every answer (epoll) and, in the open loop, one more sends each request
 //! when it is due, sleeping on the OS's high-resolution timer: the generator shares the
