@@ -52,21 +52,14 @@ wrk_rate() { # url -> "<req/s> <p99>"
 # many_keys_file N: a file of N keys of the bench plan, one a line. The keys are made once
 # and kept in the stack's state (a new stack, or too few, makes them anew).
 many_keys_file() {
-	local n=$1 all="$KM_STATE/bench-keys.txt" admin auth plan_id
+	local n=$1 all="$KM_STATE/bench-keys.txt" plan_id
 	if ! [[ -f $all && $(wc -l <"$all") -ge $n && $(km_peek "$(head -n 1 "$all")") == 200 ]]; then
-		admin="http://$(km_client_addr "$KEYMETER_ADMIN_LISTEN")"
-		auth="Authorization: Bearer $KEYMETER_BOOTSTRAP_ADMIN_TOKEN"
-		plan_id=$(curl -fsS -H "$auth" "$admin/v1/plans?limit=100" |
-			python3 -c 'import json,sys; print(next(p["id"] for p in json.load(sys.stdin)["items"] if p["name"] == "bench"))')
+		plan_id=$(km_admin_plan_id bench)
 		km_log "bench: making $n keys of the bench plan" >&2
 		# Raw keys, like bench.env: for this user only.
 		(
 			umask 077
-			for ((i = 1; i <= n; i++)); do
-				curl -fsS -H "$auth" -H 'content-type: application/json' "$admin/v1/keys" \
-					-d "{\"plan_id\":\"$plan_id\",\"name\":\"bench-$i\",\"owner_id\":\"bench\",\"prefix\":\"bench\"}" |
-					python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])'
-			done >"$all.new"
+			for ((i = 1; i <= n; i++)); do km_admin_new_key "$plan_id" bench "bench-$i"; done >"$all.new"
 		)
 		mv "$all.new" "$all"
 		km_wait 10 km_peek_ok "$(tail -n 1 "$all")" || km_die "the limiter does not know the new bench keys yet"
@@ -74,6 +67,7 @@ many_keys_file() {
 	(umask 077 && head -n "$n" "$all" >"$KM_STATE/bench-keys-$n.txt")
 	printf '%s\n' "$KM_STATE/bench-keys-$n.txt"
 }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 many=${BENCH_MANY_KEYS:-200}
 many_rate() { # url -> checks/s of a closed loop over the many keys
 	env -u BENCH_OPEN_RATE BENCH_URL="$1" BENCH_KEYS_FILE="$keys_file" BENCH_LOAD_FRACTIONS='' \
@@ -96,7 +90,7 @@ if command -v node >/dev/null && command -v npm >/dev/null; then
 	read -r theirs theirs_p99 < <(wrk_rate "$baseline")
 	km_log "limiter:  $ours req/s (p99 $ours_p99)"
 	km_log "baseline: $theirs req/s (p99 $theirs_p99), fastify + rate-limiter-flexible"
-	km_log "ratio limiter / baseline: $(awk -v a="$ours" -v b="$theirs" 'BEGIN {printf "%.2f", a / b}')"
+	km_log "ratio limiter / baseline: $(ratio "$ours" "$theirs")"
 	if ((many > 0)); then
 		keys_file=$(many_keys_file "$many")
 		km_log "bench: $many keys in turn, the bench's generator (closed loop), limiter then baseline"
@@ -104,7 +98,7 @@ if command -v node >/dev/null && command -v npm >/dev/null; then
 		theirs=$(many_rate "$baseline")
 		km_log "limiter:  $ours checks/s over $many keys"
 		km_log "baseline: $theirs checks/s over $many keys"
-		km_log "ratio limiter / baseline: $(awk -v a="$ours" -v b="$theirs" 'BEGIN {printf "%.2f", a / b}')"
+		km_log "ratio limiter / baseline: $(ratio "$ours" "$theirs")"
 	fi
 else
 	read -r ours ours_p99 < <(wrk_rate "$limiter")

@@ -820,21 +820,42 @@ km_services_down() {
 	for name in "${KM_SERVICES[@]}"; do rm -f "$KM_PIDS/$name.pid"; done
 }
 
+# km_admin_curl PATH [CURL_ARGS...]: curl against the admin API with the bootstrap token.
+# Needs the stack up and km_secrets loaded.
+km_admin_curl() {
+	local path=$1
+	shift
+	curl -fsS -H "Authorization: Bearer $KEYMETER_BOOTSTRAP_ADMIN_TOKEN" "$@" \
+		"http://$(km_client_addr "$KEYMETER_ADMIN_LISTEN")$path"
+}
+
+# km_admin_plan_id PLAN_NAME: the id of the plan named PLAN_NAME, or nothing.
+km_admin_plan_id() {
+	km_admin_curl "/v1/plans?limit=100" |
+		python3 -c 'import json,sys; print(next((p["id"] for p in json.load(sys.stdin)["items"] if p["name"] == sys.argv[1]), ""))' "$1"
+}
+
+# km_admin_new_key PLAN_ID OWNER [NAME]: a new key on the plan for OWNER, with OWNER as its
+# prefix and NAME (default OWNER) as its name; prints the raw key.
+km_admin_new_key() {
+	local plan_id=$1 owner=$2 name=${3:-$2}
+	km_admin_curl /v1/keys -H 'content-type: application/json' \
+		-d "{\"plan_id\":\"$plan_id\",\"name\":\"$name\",\"owner_id\":\"$owner\",\"prefix\":\"$owner\"}" |
+		python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])'
+}
+
 # km_admin_key PLAN_NAME LIMITS_JSON FILE: a key on plan PLAN_NAME (made with LIMITS_JSON if
 # missing) through the admin API, kept in FILE in the state folder and reused while the
 # limiter still knows it. Prints the raw key. Needs the stack up and km_secrets loaded.
 km_admin_key() {
-	local plan_name=$1 limits=$2 file=$3 admin auth plan_id key="" code=""
-	admin="http://$(km_client_addr "$KEYMETER_ADMIN_LISTEN")"
-	auth="Authorization: Bearer $KEYMETER_BOOTSTRAP_ADMIN_TOKEN"
+	local plan_name=$1 limits=$2 file=$3 plan_id key="" code=""
 	km_need_cmd python3 python3-minimal
 	# The bootstrap token is stored by key-admin in the background: wait until it works.
-	km_wait 15 curl -fsS -o /dev/null -H "$auth" "$admin/v1/plans?limit=1" ||
+	km_wait 15 km_admin_curl "/v1/plans?limit=1" -o /dev/null ||
 		km_die "the admin API does not accept the bootstrap token (see $(km_rel "$KM_LOGS/key-admin.log"))"
-	plan_id=$(curl -fsS -H "$auth" "$admin/v1/plans?limit=100" |
-		python3 -c 'import json,sys; print(next((p["id"] for p in json.load(sys.stdin)["items"] if p["name"] == sys.argv[1]), ""))' "$plan_name")
+	plan_id=$(km_admin_plan_id "$plan_name")
 	if [[ -z $plan_id ]]; then
-		plan_id=$(curl -fsS -H "$auth" -H 'content-type: application/json' "$admin/v1/plans" \
+		plan_id=$(km_admin_curl /v1/plans -H 'content-type: application/json' \
 			-d "{\"name\":\"$plan_name\",\"limits\":$limits}" |
 			python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 		km_log "created plan $plan_name ($plan_id)" >&2
@@ -842,9 +863,7 @@ km_admin_key() {
 	[[ -f $file ]] && key=$(sed -n 's/^KEY=//p' "$file")
 	[[ -n $key ]] && code=$(km_peek "$key")
 	if [[ -z $key || $code == 401 ]]; then
-		key=$(curl -fsS -H "$auth" -H 'content-type: application/json' "$admin/v1/keys" \
-			-d "{\"plan_id\":\"$plan_id\",\"name\":\"$plan_name\",\"owner_id\":\"$plan_name\",\"prefix\":\"$plan_name\"}" |
-			python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+		key=$(km_admin_new_key "$plan_id" "$plan_name")
 		(umask 077 && printf 'KEY=%s\n' "$key" >"$file")
 		km_log "created a $plan_name key (kept in $(km_rel "$file"))" >&2
 	fi
