@@ -66,6 +66,20 @@ fn seconds_up(ms: u64) -> u64 {
     ms.div_ceil(1000)
 }
 
+/// A header value listing one member per item, `", "` between them (the shape of the IETF
+/// `RateLimit-Policy` and `RateLimit` fields).
+fn member_list<T>(items: &[T], member: impl Fn(&mut String, &T) -> std::fmt::Result) -> String {
+    let mut list = String::with_capacity(32 * items.len());
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            list.push_str(", ");
+        }
+        // Writing to a String cannot fail.
+        let _ = member(&mut list, item);
+    }
+    list
+}
+
 /// The response for `decision` with `status`; `with_body` false leaves the body empty
 /// (an allowed `/v1/authorize`).
 pub fn respond(decision: &Decision, status: StatusCode, with_body: bool) -> HttpResponse {
@@ -88,21 +102,17 @@ pub fn respond(decision: &Decision, status: StatusCode, with_body: bool) -> Http
     if let Some(record) = record
         && !record.limits.is_empty()
     {
-        let mut policy = String::with_capacity(32 * record.limits.len());
-        for (i, l) in record.limits.iter().enumerate() {
-            let sep = if i == 0 { "" } else { ", " };
+        let policy = member_list(&record.limits, |out, l| {
             let (name, quota, window) = (&l.name, l.capacity(), seconds_up(l.window_ms));
-            let _ = write!(policy, "{sep}\"{name}\";q={quota};w={window}");
-        }
+            write!(out, "\"{name}\";q={quota};w={window}")
+        });
         response.insert_header((RATELIMIT_POLICY, policy));
     }
     if !limits.is_empty() {
-        let mut current = String::with_capacity(32 * limits.len());
-        for (i, l) in limits.iter().enumerate() {
-            let sep = if i == 0 { "" } else { ", " };
+        let current = member_list(&limits, |out, l| {
             let (name, left, reset) = (l.name, l.remaining, seconds_up(l.reset_ms));
-            let _ = write!(current, "{sep}\"{name}\";r={left};t={reset}");
-        }
+            write!(out, "\"{name}\";r={left};t={reset}")
+        });
         response.insert_header((RATELIMIT, current));
         if let Some(tightest) = limits.iter().min_by_key(|l| l.remaining) {
             response.insert_header((X_RATELIMIT_LIMIT, tightest.limit));
