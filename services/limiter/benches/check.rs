@@ -144,6 +144,8 @@ struct Schedule {
     in_flight: Vec<Option<Instant>>,
     busy: usize,
     sent: usize,
+    /// Closed loop: a freed connection sends again at once until then.
+    closed_loop_until: Option<Instant>,
 }
 
 impl Schedule {
@@ -164,11 +166,11 @@ impl Schedule {
         due
     }
 
-    /// The next request for connection `c`, now free: due `now` in the closed loop until the
-    /// deadline, the oldest of the backlog in the open loop; else `c` goes idle.
-    fn next(&mut self, c: usize, closed_loop: Option<Instant>) -> Option<usize> {
-        let due = match closed_loop {
-            Some(now) => Some(now),
+    /// The next request for connection `c`, free at `now`: due `now` in the closed loop
+    /// until the deadline, the oldest of the backlog in the open loop; else `c` goes idle.
+    fn next(&mut self, c: usize, now: Instant) -> Option<usize> {
+        let due = match self.closed_loop_until {
+            Some(deadline) => (now < deadline).then_some(now),
             None => self.backlog.pop_front(),
         };
         match due {
@@ -217,6 +219,7 @@ fn run(
         in_flight: vec![None; connections],
         busy: 0,
         sent: 0,
+        closed_loop_until: rate.is_none().then_some(deadline),
     });
     let sender_done = AtomicBool::new(rate.is_none());
     // Sends request number `sent` on connection `c`. A write that fails shuts the
@@ -346,12 +349,9 @@ fn run(
                         drop(slot);
                         if lost {
                             total.failed += 1;
-                            if alive {
-                                let closed_loop = rate.is_none() && polled < deadline;
-                                if let Some(sent) = s.next(c, closed_loop.then_some(polled)) {
-                                    drop(s);
-                                    send(c, sent);
-                                }
+                            if alive && let Some(sent) = s.next(c, polled) {
+                                drop(s);
+                                send(c, sent);
                             }
                         } else if !alive {
                             s.idle.retain(|&i| i != c);
@@ -369,8 +369,7 @@ fn run(
                 } else {
                     total.failed += 1;
                 }
-                let closed_loop = rate.is_none() && polled < deadline;
-                let next = s.next(c, closed_loop.then_some(polled));
+                let next = s.next(c, polled);
                 drop(s);
                 if let Some(sent) = next {
                     send(c, sent);
