@@ -420,9 +420,36 @@ fn server_share_within(before: &[(f64, u64)], after: &[(f64, u64)], bound: f64) 
     (all > 0).then(|| within as f64 / all as f64)
 }
 
+/// The machine's CPU time so far, all cores, in clock ticks: idle (with I/O wait), stolen by
+/// the host, and in all; from /proc/stat, so None off Linux.
+fn cpu_ticks() -> Option<[u64; 3]> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    // cpu  user nice system idle iowait irq softirq steal (guest time is inside user)
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    (ticks.len() == 8).then(|| [ticks[3] + ticks[4], ticks[7], ticks.iter().sum()])
+}
+
 fn measured(addr: &str, label: &str, work: impl FnOnce() -> Run) -> f64 {
     let before = server_histogram(addr);
+    let cpu_before = cpu_ticks();
     let rate = work().report(label);
+    // The generator, the limiter and Redis share these cores: a run with little idle time
+    // left measures queueing for a core as much as the limiter.
+    if let (Some(b), Some(a)) = (cpu_before, cpu_ticks()) {
+        let all = (a[2] - b[2]).max(1) as f64;
+        println!(
+            "  the machine's cores were idle {:.0} % of the run, stolen by the host {:.0} %",
+            (a[0] - b[0]) as f64 / all * 100.0,
+            (a[1] - b[1]) as f64 / all * 100.0,
+        );
+    }
     let after = server_histogram(addr);
     if let Some(share) = server_share_within(&before, &after, 0.001) {
         println!(
