@@ -24,6 +24,6 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
 
-# benchmarks (none yet: fails on purpose)
+# benchmarks against the running stack (after `up`): deploy/local/bench.sh
 bench *args:
     deploy/local/bench.sh "$@"

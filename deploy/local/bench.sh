@@ -24,7 +24,15 @@ limiter="http://$(km_client_addr "$KEYMETER_LIMITER_LISTEN")"
 km_wait 5 curl -fsS -o /dev/null "$limiter/healthz" || km_die "no limiter at $limiter: run deploy/local/up.sh first"
 key=$(km_admin_key bench '[{"name":"huge","algorithm":"token_bucket","limit":1000000000000,"window_ms":1000}]' "$KM_STATE/bench.env")
 
-km_log "bench: POST /v1/check through the limiter (release build)"
+# The numbers mean little for a debug build of the limiter (KEYMETER_BUILD_PROFILE=dev).
+build=unknown
+if pid=$(km_service_pid limiter); then
+	case $(readlink "/proc/$pid/exe") in
+	*/target/release/*) build=release ;;
+	*/target/debug/*) build="debug: run up.sh with KEYMETER_BUILD_PROFILE=release for numbers that mean anything" ;;
+	esac
+fi
+km_log "bench: POST /v1/check through the limiter ($build build)"
 BENCH_URL=$limiter BENCH_KEY=$key cargo bench -q -p limiter --bench check
 
 host=${KM_REDIS_HOSTS[0]}

@@ -12,9 +12,11 @@
 //! runtime's timer (1 ms resolution) would have put ~1 ms of the generator's own lateness
 //! into every open-loop latency (measured: p50 995 µs between due and sent).
 //!
-//! Run by deploy/local/bench.sh (which makes the key); `BENCH_KEYS_FILE` (one key a line)
-//! spreads the load over many keys; `BENCH_OPEN_RATE` sets the open-loop
-//! rate instead of a fraction of the peak. By hand:
+//! Run by deploy/local/bench.sh (which makes the key). Settings: `BENCH_KEYS_FILE` (one key
+//! a line) spreads the load over many keys; `BENCH_OPEN_RATE` sets the open-loop rate
+//! instead of a fraction of the peak; `BENCH_SECONDS` (10) is the length of each run, after
+//! a one-second warm-up; `BENCH_OPEN_CONNECTIONS` (4× `BENCH_CONNECTIONS`) the open loop's
+//! connections. By hand:
 //! `BENCH_URL=http://127.0.0.1:8081 BENCH_KEY=<raw key> cargo bench -p limiter --bench check`
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]

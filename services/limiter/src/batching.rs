@@ -217,11 +217,15 @@ impl CheckBatcher {
         counters().script_calls.increment(1);
     }
 
-    /// The breaker hears once per script call, however many checks it judged.
+    /// The breaker and the error count hear once per script call, however many checks it
+    /// judged.
     fn report<T>(&self, judged: &Result<T, RedisClusterError>) {
         match judged {
             Ok(_) => self.breaker.succeeded(),
-            Err(_) => self.breaker.failed(),
+            Err(error) => {
+                counters().redis_failed(error);
+                self.breaker.failed();
+            }
         }
     }
 

@@ -1,7 +1,9 @@
 //! A circuit breaker in front of Redis: after `threshold` failures in a row it opens for
 //! `cool_down`, and checks are answered at once by the failure policy instead of each
 //! waiting out the Redis timeout. After the cool-down one check is let through (half-open):
-//! its success closes the breaker, its failure opens it again.
+//! its success closes the breaker, its failure opens it again. A probe that never reports
+//! back (its check was dropped mid-call) is taken as lost after another cool-down, and the
+//! next check probes instead; otherwise the breaker would stay open for good.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -17,7 +19,8 @@ pub enum State {
 struct Inner {
     failures: u32,
     open_until: Option<Instant>,
-    probing: bool,
+    /// When the half-open probe was let through, while it has not reported back.
+    probe_sent: Option<Instant>,
     /// Whether `keymeter_breaker_open` shows the closed state yet (it is set on the first
     /// success, once the metrics recorder is in place, then only on changes).
     reported: bool,
@@ -38,7 +41,7 @@ impl Breaker {
             inner: Mutex::new(Inner {
                 failures: 0,
                 open_until: None,
-                probing: false,
+                probe_sent: None,
                 reported: false,
             }),
         }
@@ -49,12 +52,19 @@ impl Breaker {
         let Ok(mut inner) = self.inner.lock() else {
             return true;
         };
+        let now = Instant::now();
         match inner.open_until {
             None => true,
-            Some(until) if Instant::now() < until => false,
-            Some(_) if inner.probing => false,
+            Some(until) if now < until => false,
+            Some(_)
+                if inner
+                    .probe_sent
+                    .is_some_and(|sent| now < sent + self.cool_down) =>
+            {
+                false
+            }
             Some(_) => {
-                inner.probing = true;
+                inner.probe_sent = Some(now);
                 true
             }
         }
@@ -74,7 +84,7 @@ impl Breaker {
         *inner = Inner {
             failures: 0,
             open_until: None,
-            probing: false,
+            probe_sent: None,
             reported: true,
         };
         metrics::gauge!("keymeter_breaker_open").set(0.0);
@@ -85,12 +95,12 @@ impl Breaker {
             return;
         };
         inner.failures += 1;
-        if inner.probing || inner.failures >= self.threshold {
+        if inner.probe_sent.is_some() || inner.failures >= self.threshold {
             if inner.open_until.is_none() {
                 tracing::warn!(failures = inner.failures, "circuit breaker opened");
             }
             inner.open_until = Some(Instant::now() + self.cool_down);
-            inner.probing = false;
+            inner.probe_sent = None;
             inner.reported = false;
             metrics::gauge!("keymeter_breaker_open").set(1.0);
         }
@@ -138,6 +148,20 @@ mod tests {
         breaker.succeeded();
         assert_eq!(breaker.state(), State::Closed);
         assert!(breaker.allow());
+    }
+
+    #[test]
+    fn a_probe_that_never_reports_back_is_replaced_after_a_cool_down() {
+        let breaker = Breaker::new(1, Duration::from_millis(30));
+        breaker.failed();
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(breaker.allow(), "the probe");
+        // Its check is dropped mid-call: neither succeeded() nor failed() is called.
+        assert!(!breaker.allow(), "the probe may still answer");
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(breaker.allow(), "the lost probe is replaced");
+        breaker.succeeded();
+        assert_eq!(breaker.state(), State::Closed);
     }
 
     #[test]

@@ -130,7 +130,10 @@ impl Checker {
             }
             let found = projection::get_key(&self.redis, &self.layout, hash.as_str())
                 .await
-                .inspect_err(|_| self.breaker.failed())?;
+                .inspect_err(|error| {
+                    counters().redis_failed(error);
+                    self.breaker.failed();
+                })?;
             self.breaker.succeeded();
             Ok::<_, RedisClusterError>(match found {
                 Some(text) => match KeyRecord::decode(&text) {
@@ -208,14 +211,16 @@ impl Checker {
         record: Option<Arc<KeyRecord>>,
     ) -> Decision {
         tracing::warn!(%error, policy = ?self.failure_policy, "redis unavailable for a check");
-        metrics::counter!("keymeter_redis_errors_total").increment(1);
         match self.failure_policy {
-            FailurePolicy::Open => Decision {
-                code: Code::Ok,
-                record,
-                outcome: None,
-                degraded: true,
-            },
+            FailurePolicy::Open => {
+                counters().degraded.increment(1);
+                Decision {
+                    code: Code::Ok,
+                    record,
+                    outcome: None,
+                    degraded: true,
+                }
+            }
             FailurePolicy::Closed => Decision {
                 code: Code::Unavailable,
                 record,

@@ -1,6 +1,8 @@
 //! Drops cached keys when key-admin announces a change on the `keymeter.keys` fanout. Each
 //! instance binds its own exclusive queue; while RabbitMQ is away the cache TTL bounds how
-//! stale a record can be, and the task reconnects with backoff.
+//! stale a record can be, and the task reconnects with backoff. Events missed while away
+//! are unknown, so the whole cache is dropped when the link goes and again once the queue
+//! is bound anew (records read in between may predate a missed event).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,27 +16,35 @@ use tokio_util::sync::CancellationToken;
 
 use crate::key_cache::KeyCache;
 
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
 pub async fn run(link: Arc<RabbitLink>, keys: Arc<KeyCache>, shutdown: CancellationToken) {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = FIRST_BACKOFF;
     loop {
         let outcome = tokio::select! {
             _ = shutdown.cancelled() => return,
-            outcome = listen(&link, &keys) => outcome,
+            outcome = listen(&link, &keys, &mut backoff) => outcome,
         };
         if let Err(error) = outcome {
             tracing::warn!(%error, retry_in = ?backoff, "key events unavailable; the cache TTL bounds staleness");
         }
-        // Events may have been missed while away: forget everything cached.
         keys.invalidate_all();
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(backoff) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(10));
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
-async fn listen(link: &RabbitLink, keys: &KeyCache) -> Result<(), AmqpError> {
+/// Binds a queue and drops each changed key until the link fails. Once bound, the backoff
+/// starts over: a link that worked is retried soon after its next failure.
+async fn listen(
+    link: &RabbitLink,
+    keys: &KeyCache,
+    backoff: &mut Duration,
+) -> Result<(), AmqpError> {
     let connection = link.connection().await?;
     let channel = connection.create_channel().await?;
     let queue = channel
@@ -68,6 +78,8 @@ async fn listen(link: &RabbitLink, keys: &KeyCache) -> Result<(), AmqpError> {
             FieldTable::default(),
         )
         .await?;
+    keys.invalidate_all();
+    *backoff = FIRST_BACKOFF;
     tracing::info!("listening for key events");
     while let Some(delivery) = deliveries.next().await {
         let delivery = delivery?;

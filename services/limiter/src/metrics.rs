@@ -5,6 +5,7 @@
 use std::sync::OnceLock;
 
 use metrics::Counter;
+use storage::redis_cluster::RedisClusterError;
 
 use crate::check::Code;
 
@@ -16,11 +17,24 @@ pub struct CheckCounters {
     pub scripts: Counter,
     pub script_calls: Counter,
     pub deny_cache_hits: Counter,
+    /// Allowed only because Redis could not be asked and the policy is fail-open.
+    pub degraded: Counter,
+    redis_timeouts: Counter,
+    redis_errors: Counter,
 }
 
 impl CheckCounters {
     pub fn code(&self, code: Code) -> &Counter {
         &self.by_code[code as usize]
+    }
+
+    /// One failed Redis call (a key read or a script call, however many checks it served).
+    pub fn redis_failed(&self, error: &RedisClusterError) {
+        if error.is_timeout() {
+            self.redis_timeouts.increment(1);
+        } else {
+            self.redis_errors.increment(1);
+        }
     }
 }
 
@@ -34,6 +48,9 @@ pub fn counters() -> &'static CheckCounters {
         scripts: metrics::counter!("keymeter_check_scripts_total"),
         script_calls: metrics::counter!("keymeter_check_script_calls_total"),
         deny_cache_hits: metrics::counter!("keymeter_deny_cache_hits_total"),
+        degraded: metrics::counter!("keymeter_checks_degraded_total"),
+        redis_timeouts: metrics::counter!("keymeter_redis_errors_total", "kind" => "timeout"),
+        redis_errors: metrics::counter!("keymeter_redis_errors_total", "kind" => "error"),
     })
 }
 

@@ -37,7 +37,8 @@ pub enum FailurePolicy {
 pub enum DenyStatus {
     /// 401 for key problems, 429 for limits (as `/v1/check`).
     Native,
-    /// 403 for every refusal (nginx `auth_request` passes only 401 and 403 on).
+    /// 403 for those (nginx `auth_request` passes only 401 and 403 on); a store outage
+    /// stays 503, as a 403 would blame the key.
     Forbidden,
 }
 
@@ -57,7 +58,8 @@ pub struct ServeArgs {
         default_value = "open"
     )]
     pub failure_policy: FailurePolicy,
-    /// How `/v1/authorize` refuses: `native` (401/429) or `forbidden` (403, for nginx).
+    /// How `/v1/authorize` refuses: `native` (401/429) or `forbidden` (403 for those, for
+    /// nginx; an outage stays 503).
     #[arg(
         long = "authorize-deny-status",
         env = "KEYMETER_AUTHORIZE_DENY_STATUS",

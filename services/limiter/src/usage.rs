@@ -30,7 +30,8 @@ pub struct UsageAggregator {
 }
 
 impl UsageAggregator {
-    /// Records one outcome at `at_ms` (Redis time when the script ran).
+    /// Records one outcome at `at_ms`: Redis time when the script ran, the host's clock when
+    /// it did not (a status refusal, or an answer by the failure policy).
     pub fn record(&self, key_id: Uuid, at_ms: u64, allowed: bool, cost: u64) {
         let minute = (at_ms / 60_000) as i64;
         let Ok(mut counts) = self.counts.lock() else {

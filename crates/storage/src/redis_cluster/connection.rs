@@ -23,6 +23,18 @@ pub enum RedisClusterError {
     CrossSlot(Vec<String>),
 }
 
+impl RedisClusterError {
+    /// Whether the cluster did not answer in time (as opposed to answering with an error or
+    /// refusing the connection).
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            RedisClusterError::Timeout(_) => true,
+            RedisClusterError::Redis(error) => error.is_timeout(),
+            _ => false,
+        }
+    }
+}
+
 /// Where the cluster is: any subset of its nodes; the client discovers the rest.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {

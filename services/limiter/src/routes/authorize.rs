@@ -8,7 +8,8 @@ use crate::settings::DenyStatus;
 
 /// `GET /v1/authorize`: forward-auth for a gateway. Key from `Authorization: Bearer` or
 /// `X-API-Key`, cost from `X-Keymeter-Cost`. Allowed: 200, empty body, and the key id and
-/// owner for the upstream. Refused: the check's answer (or 403 in `forbidden` mode).
+/// owner for the upstream. Refused: the check's answer, or in `forbidden` mode 403 for a key
+/// or a limit that refuses; a store outage stays 503 in both modes (never a 401's stand-in).
 pub async fn authorize(
     request: HttpRequest,
     checker: web::Data<Checker>,
@@ -33,8 +34,8 @@ pub async fn authorize(
     let decision = checker.check(key.as_deref(), cost).await;
     let status = match (*deny_status.get_ref(), decision.code) {
         (_, Code::Ok) => StatusCode::OK,
-        (DenyStatus::Forbidden, _) => StatusCode::FORBIDDEN,
-        (DenyStatus::Native, code) => answer::status_of(code),
+        (DenyStatus::Forbidden, code) if code != Code::Unavailable => StatusCode::FORBIDDEN,
+        (_, code) => answer::status_of(code),
     };
     let mut response = answer::respond(&decision, status, !decision.allowed());
     if decision.allowed()

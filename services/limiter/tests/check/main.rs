@@ -355,6 +355,24 @@ async fn a_malformed_key_needs_no_redis_and_an_outage_is_never_401() {
     assert_eq!(status, 200);
     assert_eq!(headers["x-keymeter-degraded"], "redis-unavailable");
     open.server.stop(true).await;
+
+    // For nginx, refusals become 403; an outage does not pass for one.
+    let forbidding = TestLimiter::start(
+        vec!["redis://127.0.0.1:1".to_owned()],
+        FailurePolicy::Closed,
+        DenyStatus::Forbidden,
+    )
+    .await;
+    let authorize = |key: &str| {
+        forbidding
+            .client
+            .get(format!("{}/v1/authorize", forbidding.base))
+            .header("x-api-key", key)
+            .send()
+    };
+    assert_eq!(authorize("km_bad").await.unwrap().status(), 403);
+    assert_eq!(authorize(&well_formed).await.unwrap().status(), 503);
+    forbidding.server.stop(true).await;
 }
 
 #[tokio::test]

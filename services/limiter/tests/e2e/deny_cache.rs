@@ -12,13 +12,6 @@ use storage::redis_cluster::{RedisCluster, RedisSettings};
 use test_support::ServiceProcess;
 use uuid::Uuid;
 
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_refusals_hold_exactly_while_redis_would_refuse() {
     let redis = RedisCluster::new(RedisSettings::new(test_support::redis_nodes())).unwrap();
@@ -132,8 +125,8 @@ async fn cached_refusals_hold_exactly_while_redis_would_refuse() {
         .text()
         .await
         .unwrap();
-    let scripts = metric(&text, "keymeter_check_scripts_total");
-    let hits = metric(&text, "keymeter_deny_cache_hits_total");
+    let scripts = crate::metric(&text, "keymeter_check_scripts_total", "");
+    let hits = crate::metric(&text, "keymeter_deny_cache_hits_total", "");
     eprintln!("{checks} checks: {scripts} scripts run, {hits} refusals from the deny cache");
     assert!(hits > 0.0);
     assert_eq!(

@@ -186,6 +186,38 @@ async fn kill_a_master_under_load(policy: &str) -> Vec<Answer> {
             .unwrap_or_default(),
         last_degraded.as_secs_f64(),
     );
+    // The limiter's own count of what happened: every answer by the policy is counted as
+    // such, and the failed Redis calls behind them as errors or timeouts.
+    let text = reqwest::get(limiter.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let by_policy = match policy {
+        "open" => crate::metric(&text, "keymeter_checks_degraded_total", ""),
+        _ => crate::metric(&text, "keymeter_checks_total", r#"code="UNAVAILABLE""#),
+    };
+    assert_eq!(by_policy, degraded.len() as f64, "{text}");
+    let failed_calls = crate::metric(&text, "keymeter_redis_errors_total", "");
+    assert!(failed_calls > 0.0, "failed Redis calls are counted: {text}");
+    assert_eq!(
+        failed_calls,
+        crate::metric(&text, "keymeter_redis_errors_total", r#"kind="timeout""#)
+            + crate::metric(&text, "keymeter_redis_errors_total", r#"kind="error""#),
+        "every failed call is a timeout or an error"
+    );
+    eprintln!(
+        "fail-{policy}: failed Redis calls: {failed_calls} ({} timeouts)",
+        crate::metric(&text, "keymeter_redis_errors_total", r#"kind="timeout""#)
+    );
+    if policy == "closed" {
+        assert_eq!(
+            crate::metric(&text, "keymeter_checks_degraded_total", ""),
+            0.0,
+            "fail-closed allows nothing without Redis"
+        );
+    }
     assert!(limiter.terminate().await.success());
     isolation.rabbit.cleanup().await;
     answers

@@ -16,6 +16,19 @@ use test_support::{Isolation, ServiceProcess, TEST_PEPPER, run_to_exit, service_
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_limiter");
 
+/// The sum of a metric's samples in Prometheus text, over its lines that contain `label`
+/// (such as `kind="timeout"`; "" for all of them).
+pub fn metric(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+                && l.contains(label)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// A key whose record is written into the projection under `layout`, as key-admin's relay
 /// would write it, with these limits.
 pub async fn put_key(
