@@ -1,5 +1,6 @@
-//! One check: shape and checksum (no I/O), the key's record (cache, then one Redis read),
-//! its status, then every limit and the credits in one script.
+//! One check: shape and checksum (no I/O), the key's record (cache, then one Redis read; a
+//! key Redis does not hold also asks whether Redis lost its data), its status, then every
+//! limit and the credits in one script.
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use crate::batching::CheckBatcher;
 use crate::breaker::Breaker;
 use crate::key_cache::{Cached, KeyCache};
 use crate::metrics::counters;
+use crate::projection_watch::ProjectionWatch;
 use crate::settings::FailurePolicy;
 use crate::usage::UsageAggregator;
 
@@ -98,6 +100,8 @@ pub struct Checker {
     pub usage: Arc<UsageAggregator>,
     /// Shared with the batcher, which reports each script call's result to it.
     pub breaker: Arc<Breaker>,
+    /// Tells an unknown key from a Redis that lost its data.
+    pub projection: ProjectionWatch,
 }
 
 impl Checker {
@@ -128,12 +132,23 @@ impl Checker {
             if !self.breaker.allow() {
                 return Err(RedisClusterError::Config("circuit breaker open".into()));
             }
+            let failed = |error: &RedisClusterError| {
+                counters().redis_failed(error);
+                self.breaker.failed();
+            };
             let found = projection::get_key(&self.redis, &self.layout, hash.as_str())
                 .await
-                .inspect_err(|error| {
-                    counters().redis_failed(error);
-                    self.breaker.failed();
-                })?;
+                .inspect_err(failed)?;
+            if found.is_none()
+                && !self
+                    .projection
+                    .present(&self.redis, &self.layout)
+                    .await
+                    .inspect_err(failed)?
+            {
+                // Redis answers, so the breaker hears nothing; the policy answers the check.
+                return Err(RedisClusterError::ProjectionLost);
+            }
             self.breaker.succeeded();
             Ok::<_, RedisClusterError>(match found {
                 Some(text) => match KeyRecord::decode(&text) {

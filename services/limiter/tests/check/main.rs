@@ -14,6 +14,7 @@ use domain::events::V1;
 use domain::{Algorithm, ApiKey, CreditsConfig, KeyPrefix, KeyRecord, Limit, Pepper};
 use limiter::check::Checker;
 use limiter::key_cache::KeyCache;
+use limiter::projection_watch::ProjectionWatch;
 use limiter::settings::{DenyStatus, FailurePolicy};
 use serde_json::{Value, json};
 use service_kit::health::Readiness;
@@ -69,7 +70,10 @@ impl TestLimiter {
             failure_policy: policy,
             usage: Arc::new(limiter::usage::UsageAggregator::default()),
             breaker,
+            projection: ProjectionWatch::new(Duration::from_millis(100)),
         });
+        // As key-admin keeps it (when the cluster is there at all).
+        let _ = projection::set_epoch(&redis, &layout, "test").await;
         let (server, addr) = service_kit::server::bind(
             "limiter",
             "127.0.0.1:0".parse().unwrap(),
@@ -373,6 +377,40 @@ async fn a_malformed_key_needs_no_redis_and_an_outage_is_never_401() {
     assert_eq!(authorize("km_bad").await.unwrap().status(), 403);
     assert_eq!(authorize(&well_formed).await.unwrap().status(), 503);
     forbidding.server.stop(true).await;
+}
+
+#[tokio::test]
+async fn a_key_gone_with_data_redis_lost_is_answered_by_the_policy_not_401() {
+    let limiter = TestLimiter::new().await;
+    let (key, _) = limiter
+        .add_key(KeySpec {
+            limits: vec![per_minute(100)],
+            ..KeySpec::default()
+        })
+        .await;
+    let unknown = ApiKey::generate(&KeyPrefix::default()).expose().to_owned();
+    assert_eq!(limiter.check(json!({"key": key})).await.0, 200);
+    assert_eq!(limiter.check(json!({"key": unknown})).await.0, 401);
+
+    // Redis loses everything of this projection, its epoch marker with it.
+    test_support::delete_prefix(&limiter.redis, limiter.layout.prefix()).await;
+    // Past the key cache's TTL (200 ms) and the trust in the last sighting (100 ms).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for raw in [&key, &unknown] {
+        let (status, _, body) = limiter.check(json!({"key": raw})).await;
+        assert_eq!(
+            (status, body["code"].as_str().unwrap()),
+            (503, "UNAVAILABLE"),
+            "fail-closed, not 401, while the projection is gone"
+        );
+    }
+
+    // key-admin rebuilds it: the key is back, and a key it does not hold is unknown again.
+    projection::set_epoch(&limiter.redis, &limiter.layout, "rebuilt")
+        .await
+        .unwrap();
+    assert_eq!(limiter.check(json!({"key": unknown})).await.0, 401);
+    limiter.stop().await;
 }
 
 #[tokio::test]

@@ -30,7 +30,8 @@ pub fn metric(text: &str, name: &str, label: &str) -> f64 {
 }
 
 /// A key whose record is written into the projection under `layout`, as key-admin's relay
-/// would write it, with these limits.
+/// would write it, with these limits; with the projection's epoch marker, which key-admin
+/// keeps there (without it a missing key is a store failure, not an unknown key).
 pub async fn put_key(
     redis: &storage::redis_cluster::RedisCluster,
     layout: &storage::redis_cluster::KeyLayout,
@@ -59,6 +60,9 @@ pub async fn put_key(
     )
     .await
     .unwrap();
+    storage::redis_cluster::projection::set_epoch(redis, layout, "test")
+        .await
+        .unwrap();
     (key, record.key_id)
 }
 
