@@ -2,8 +2,9 @@
 //! `cool_down`, and checks are answered at once by the failure policy instead of each
 //! waiting out the Redis timeout. After the cool-down one check is let through (half-open):
 //! its success closes the breaker, its failure opens it again. A probe that never reports
-//! back (its check was dropped mid-call) is taken as lost after another cool-down, and the
-//! next check probes instead; otherwise the breaker would stay open for good.
+//! back (its check was dropped mid-call) is taken as lost once no call could still be
+//! running (`with_probe_timeout`, at least a cool-down), and the next check probes instead;
+//! otherwise the breaker would stay open for good.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -30,6 +31,8 @@ struct Inner {
 pub struct Breaker {
     threshold: u32,
     cool_down: Duration,
+    /// How long a probe may take before it is taken as lost.
+    probe_timeout: Duration,
     inner: Mutex<Inner>,
 }
 
@@ -38,6 +41,7 @@ impl Breaker {
         Self {
             threshold: threshold.max(1),
             cool_down,
+            probe_timeout: cool_down,
             inner: Mutex::new(Inner {
                 failures: 0,
                 open_until: None,
@@ -45,6 +49,13 @@ impl Breaker {
                 reported: false,
             }),
         }
+    }
+
+    /// The longest a call to Redis can take (waiting for a connection included); a probe
+    /// is taken as lost after this or a cool-down, whichever is longer.
+    pub fn with_probe_timeout(mut self, longest_call: Duration) -> Self {
+        self.probe_timeout = longest_call.max(self.cool_down);
+        self
     }
 
     /// Whether a call to Redis may go ahead now.
@@ -59,7 +70,7 @@ impl Breaker {
             Some(_)
                 if inner
                     .probe_sent
-                    .is_some_and(|sent| now < sent + self.cool_down) =>
+                    .is_some_and(|sent| now < sent + self.probe_timeout) =>
             {
                 false
             }
@@ -151,14 +162,15 @@ mod tests {
     }
 
     #[test]
-    fn a_probe_that_never_reports_back_is_replaced_after_a_cool_down() {
-        let breaker = Breaker::new(1, Duration::from_millis(30));
+    fn a_probe_that_never_reports_back_is_replaced_after_its_timeout() {
+        let breaker = Breaker::new(1, Duration::from_millis(30))
+            .with_probe_timeout(Duration::from_millis(300));
         breaker.failed();
         std::thread::sleep(Duration::from_millis(40));
         assert!(breaker.allow(), "the probe");
         // Its check is dropped mid-call: neither succeeded() nor failed() is called.
         assert!(!breaker.allow(), "the probe may still answer");
-        std::thread::sleep(Duration::from_millis(40));
+        std::thread::sleep(Duration::from_millis(350));
         assert!(breaker.allow(), "the lost probe is replaced");
         breaker.succeeded();
         assert_eq!(breaker.state(), State::Closed);

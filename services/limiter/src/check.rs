@@ -146,7 +146,8 @@ impl Checker {
                     .await
                     .inspect_err(failed)?
             {
-                // Redis answers, so the breaker hears nothing; the policy answers the check.
+                // Redis answers: the breaker has nothing against it.
+                self.breaker.succeeded();
                 return Err(RedisClusterError::ProjectionLost);
             }
             self.breaker.succeeded();
@@ -164,6 +165,11 @@ impl Checker {
         let record = match self.keys.get_or_load(hash.as_str(), load).await {
             Ok(Cached::Known(record)) => record,
             Ok(Cached::Unknown) => return Decision::early(Code::UnknownKey),
+            // Valid or made up, nobody can tell: 503 whatever the policy (projection_watch).
+            Err(error) if matches!(*error, RedisClusterError::ProjectionLost) => {
+                tracing::warn!(%error, "a key Redis does not hold while its projection is lost");
+                return Decision::early(Code::Unavailable);
+            }
             Err(error) => return self.store_failed(&*error, None),
         };
         let status = if record.revoked {

@@ -41,10 +41,14 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or_else(|| format!("limiter-{}", std::process::id())),
         args.usage_max_entries,
     ));
-    let breaker = Arc::new(Breaker::new(
-        args.breaker_threshold,
-        Duration::from_millis(args.breaker_cool_down_ms),
-    ));
+    // A call may wait for a connection (up to four response timeouts), then its command.
+    let breaker = Arc::new(
+        Breaker::new(
+            args.breaker_threshold,
+            Duration::from_millis(args.breaker_cool_down_ms),
+        )
+        .with_probe_timeout(redis.settings().response_timeout * 5),
+    );
     let batcher = Arc::new(CheckBatcher::new(
         redis.clone(),
         args.redis.layout(),

@@ -1,8 +1,10 @@
 //! Whether Redis still holds the projection key-admin writes. A key missing from Redis is
 //! unknown (401) only while the projection's epoch marker is there. Without the marker Redis
-//! has lost its data (restarted empty, flushed), every key would look unknown until
-//! key-admin rebuilds it, and the check is answered by the failure policy instead: a store
-//! outage is never a 401.
+//! has lost its data (restarted empty, flushed) or key-admin is still rebuilding it, and a
+//! key Redis does not hold may be valid or made up: it is answered 503 `UNAVAILABLE`
+//! whatever the failure policy. Not 401, as a store outage is never one; not allowed, as
+//! fail-open keeps known keys working through an outage but cannot vouch for a key nobody
+//! can find.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -11,39 +13,40 @@ use storage::redis_cluster::projection::{self, KeyLayout};
 use storage::redis_cluster::{RedisCluster, RedisClusterError};
 
 pub struct ProjectionWatch {
-    /// When the marker was last seen.
-    seen: Mutex<Option<Instant>>,
-    /// How long a sighting is trusted, so a flood of unknown keys costs Redis one more read
-    /// per this long, not one per key. Data lost within it is noticed this much later.
+    /// When the marker was last looked for, and whether it was there.
+    last: Mutex<Option<(Instant, bool)>>,
+    /// How long an answer is trusted, so a flood of unknown keys costs Redis one more read
+    /// per this long, not one per key, whether the marker is there or not. Data lost (or a
+    /// rebuild finished) within it is noticed this much later.
     trust: Duration,
 }
 
 impl ProjectionWatch {
     pub fn new(trust: Duration) -> Self {
         Self {
-            seen: Mutex::new(None),
+            last: Mutex::new(None),
             trust,
         }
     }
 
-    /// Whether the projection is there: its marker was seen within `trust`, or is now.
+    /// Whether the projection is there, as Redis said within `trust` or says now.
     pub async fn present(
         &self,
         redis: &RedisCluster,
         layout: &KeyLayout,
     ) -> Result<bool, RedisClusterError> {
-        let recently = self
-            .seen
+        let recent = self
+            .last
             .lock()
             .ok()
-            .and_then(|seen| *seen)
-            .is_some_and(|at| at.elapsed() < self.trust);
-        if recently {
-            return Ok(true);
+            .and_then(|last| *last)
+            .filter(|(at, _)| at.elapsed() < self.trust);
+        if let Some((_, present)) = recent {
+            return Ok(present);
         }
         let present = projection::epoch(redis, layout).await?.is_some();
-        if present && let Ok(mut seen) = self.seen.lock() {
-            *seen = Some(Instant::now());
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some((Instant::now(), present));
         }
         Ok(present)
     }

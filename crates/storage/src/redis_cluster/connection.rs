@@ -32,6 +32,7 @@ impl RedisClusterError {
         match self {
             RedisClusterError::Timeout(_) => true,
             RedisClusterError::Redis(error) => error.is_timeout(),
+            RedisClusterError::Unavailable(PoolError::Timeout(_)) => true,
             _ => false,
         }
     }

@@ -380,37 +380,48 @@ async fn a_malformed_key_needs_no_redis_and_an_outage_is_never_401() {
 }
 
 #[tokio::test]
-async fn a_key_gone_with_data_redis_lost_is_answered_by_the_policy_not_401() {
-    let limiter = TestLimiter::new().await;
-    let (key, _) = limiter
-        .add_key(KeySpec {
-            limits: vec![per_minute(100)],
-            ..KeySpec::default()
-        })
-        .await;
-    let unknown = ApiKey::generate(&KeyPrefix::default()).expose().to_owned();
-    assert_eq!(limiter.check(json!({"key": key})).await.0, 200);
-    assert_eq!(limiter.check(json!({"key": unknown})).await.0, 401);
+async fn a_key_missing_while_redis_lost_the_projection_is_503_whatever_the_policy() {
+    for policy in [FailurePolicy::Closed, FailurePolicy::Open] {
+        let limiter =
+            TestLimiter::start(test_support::redis_nodes(), policy, DenyStatus::Native).await;
+        let (key, _) = limiter
+            .add_key(KeySpec {
+                limits: vec![per_minute(100)],
+                ..KeySpec::default()
+            })
+            .await;
+        let unknown = ApiKey::generate(&KeyPrefix::default()).expose().to_owned();
+        assert_eq!(limiter.check(json!({"key": key})).await.0, 200);
+        assert_eq!(limiter.check(json!({"key": unknown})).await.0, 401);
 
-    // Redis loses everything of this projection, its epoch marker with it.
-    test_support::delete_prefix(&limiter.redis, limiter.layout.prefix()).await;
-    // Past the key cache's TTL (200 ms) and the trust in the last sighting (100 ms).
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    for raw in [&key, &unknown] {
-        let (status, _, body) = limiter.check(json!({"key": raw})).await;
+        // Redis loses everything of this projection, its epoch marker with it.
+        test_support::delete_prefix(&limiter.redis, limiter.layout.prefix()).await;
+        // Past the key cache's TTL (200 ms) and the trust in the last sighting (100 ms).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for raw in [&key, &unknown] {
+            let (status, headers, body) = limiter.check(json!({"key": raw})).await;
+            assert_eq!(
+                (status, body["code"].as_str().unwrap()),
+                (503, "UNAVAILABLE"),
+                "{policy:?}: neither 401 (the key may be valid) nor allowed (it may be made up)"
+            );
+            assert!(!headers.contains_key("x-keymeter-degraded"));
+        }
         assert_eq!(
-            (status, body["code"].as_str().unwrap()),
-            (503, "UNAVAILABLE"),
-            "fail-closed, not 401, while the projection is gone"
+            limiter.checker.breaker.state(),
+            limiter::breaker::State::Closed,
+            "Redis answered all along"
         );
-    }
 
-    // key-admin rebuilds it: the key is back, and a key it does not hold is unknown again.
-    projection::set_epoch(&limiter.redis, &limiter.layout, "rebuilt")
-        .await
-        .unwrap();
-    assert_eq!(limiter.check(json!({"key": unknown})).await.0, 401);
-    limiter.stop().await;
+        // key-admin writes the marker once it has rebuilt everything; a key Redis does not
+        // hold is then unknown again (past the trust in the last "absent").
+        projection::set_epoch(&limiter.redis, &limiter.layout, "rebuilt")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(limiter.check(json!({"key": unknown})).await.0, 401);
+        limiter.stop().await;
+    }
 }
 
 #[tokio::test]

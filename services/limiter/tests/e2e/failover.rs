@@ -201,12 +201,6 @@ async fn kill_a_master_under_load(policy: &str) -> Vec<Answer> {
     assert_eq!(by_policy, degraded.len() as f64, "{text}");
     let failed_calls = crate::metric(&text, "keymeter_redis_errors_total", "");
     assert!(failed_calls > 0.0, "failed Redis calls are counted: {text}");
-    assert_eq!(
-        failed_calls,
-        crate::metric(&text, "keymeter_redis_errors_total", r#"kind="timeout""#)
-            + crate::metric(&text, "keymeter_redis_errors_total", r#"kind="error""#),
-        "every failed call is a timeout or an error"
-    );
     eprintln!(
         "fail-{policy}: failed Redis calls: {failed_calls} ({} timeouts)",
         crate::metric(&text, "keymeter_redis_errors_total", r#"kind="timeout""#)
