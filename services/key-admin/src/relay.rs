@@ -313,28 +313,50 @@ impl Relay {
 
     /// Rebuilds the projection when the epoch marker is gone (Redis lost its data).
     pub async fn rebuild_if_lost(&self) -> Result<Option<ResyncCounts>, RelayError> {
-        if projection::epoch(&self.redis, &self.layout)
-            .await?
-            .is_some()
-        {
+        if self.projection_present().await? {
             return Ok(None);
         }
-        tracing::warn!("the Redis projection has no epoch marker: rebuilding it from Postgres");
-        metrics::counter!("keymeter_projection_rebuilds_total", "reason" => "lost").increment(1);
-        self.resync().await.map(Some)
+        let mut conn = self.pool.get().await?;
+        conn.transaction(async |conn| {
+            outbox::lock_relay(conn).await?;
+            // Another key-admin may have rebuilt it while this one waited for the lock.
+            if self.projection_present().await? {
+                return Ok(None);
+            }
+            tracing::warn!("the Redis projection has no epoch marker: rebuilding it from Postgres");
+            metrics::counter!("keymeter_projection_rebuilds_total", "reason" => "lost")
+                .increment(1);
+            self.rebuild(conn).await.map(Some)
+        })
+        .await
+    }
+
+    async fn projection_present(&self) -> Result<bool, RelayError> {
+        Ok(projection::epoch(&self.redis, &self.layout)
+            .await?
+            .is_some())
     }
 
     /// Writes every key and plan from Postgres into Redis, then a new epoch marker. Credit
     /// balances that Redis still holds are kept; missing ones start from the configuration.
+    /// Holds the relay lock throughout (`outbox::lock_relay`).
     pub async fn resync(&self) -> Result<ResyncCounts, RelayError> {
         let mut conn = self.pool.get().await?;
-        let plans_count = plans::all(&mut conn).await?.len() as u64;
+        conn.transaction(async |conn| {
+            outbox::lock_relay(conn).await?;
+            self.rebuild(conn).await
+        })
+        .await
+    }
+
+    async fn rebuild(&self, conn: &mut AsyncPgConnection) -> Result<ResyncCounts, RelayError> {
+        let plans_count = plans::all(conn).await?.len() as u64;
         let mut keys_count = 0;
         let mut after = None;
         loop {
-            let keys = api_keys::all_page(&mut conn, after, PAGE).await?;
+            let keys = api_keys::all_page(conn, after, PAGE).await?;
             for key in &keys {
-                self.project_key(&mut conn, key, false).await?;
+                self.project_key(conn, key, false).await?;
                 if key.deleted_at.is_none() {
                     keys_count += 1;
                 }

@@ -33,6 +33,19 @@ pub async fn try_lock_relay(conn: &mut AsyncPgConnection) -> QueryResult<bool> {
         .map(|row| row.locked)
 }
 
+/// Waits for the relay lock and holds it until the end of the current transaction: a full
+/// rebuild of the projection takes it, so no outbox pass runs meanwhile and every change
+/// committed during the rebuild is applied after it (a key deleted while the rebuild wrote
+/// its old record is deleted again, not brought back).
+pub async fn lock_relay(conn: &mut AsyncPgConnection) -> QueryResult<()> {
+    diesel::sql_query(
+        "SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':keymeter-relay'))",
+    )
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
 /// The oldest messages not yet applied to the Redis projection, in the order written.
 pub async fn unprojected(conn: &mut AsyncPgConnection, limit: i64) -> QueryResult<Vec<OutboxRow>> {
     outbox::table

@@ -165,3 +165,33 @@ async fn resync_rebuilds_on_demand_and_counts() {
     assert_eq!(status, 403);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_resync_waits_for_the_relay_lock() {
+    use diesel_async::RunQueryDsl;
+    // A resync that ran beside an outbox pass could write a key's old record after the pass
+    // applied its deletion, and bring the key back. So a resync holds the relay lock, and
+    // changes committed meanwhile are applied after it.
+    let app = TestApp::spawn_without_relay().await;
+    let plan = app.default_plan().await;
+    let key = app.create_key(json!({"plan_id": plan["id"]})).await;
+    let raw = key["key"].as_str().unwrap().to_owned();
+
+    // Someone holds the relay lock (an outbox pass in another key-admin, say).
+    let mut holder = app.db.pool().get().await.unwrap();
+    diesel::sql_query("BEGIN").execute(&mut holder).await.unwrap();
+    storage::repositories::outbox::lock_relay(&mut holder)
+        .await
+        .unwrap();
+    let relay = std::sync::Arc::clone(&app.relay);
+    let resync = tokio::spawn(async move { relay.resync().await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!resync.is_finished(), "the resync waits for the lock");
+    assert!(app.record_of(&raw).await.is_none(), "and has written nothing");
+
+    diesel::sql_query("COMMIT").execute(&mut holder).await.unwrap();
+    let counts = resync.await.unwrap().unwrap();
+    assert_eq!(counts.keys, 1);
+    assert!(app.record_of(&raw).await.is_some(), "then it rebuilds");
+    app.stop().await;
+}
