@@ -133,8 +133,23 @@ impl From<diesel::result::Error> for ApiError {
             E::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, info) => {
                 ApiError::Conflict(format!("still referenced ({})", info.message()))
             }
-            E::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
-                ApiError::Unavailable("postgres connection lost".into())
+            // diesel-async reports a connection lost mid-request as "unable to send"; a
+            // server shutting down ends it with "terminating connection ...".
+            E::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                _,
+            ) => ApiError::Unavailable("postgres connection lost".into()),
+            E::DatabaseError(_, info) if info.message().contains("terminating connection") => {
+                ApiError::Unavailable(format!("postgres connection lost ({})", info.message()))
+            }
+            // A time PostgreSQL cannot store (year -5000, say) is the caller's mistake.
+            E::DatabaseError(_, info)
+                if info.message().contains("timestamp out of range")
+                    || info
+                        .message()
+                        .contains("date/time field value out of range") =>
+            {
+                ApiError::BadRequest(format!("a time out of range ({})", info.message()))
             }
             // Text PostgreSQL cannot store (a NUL in a filter, say) is the caller's mistake.
             E::DatabaseError(_, info)
@@ -192,4 +207,33 @@ pub fn path_error(
 ) -> actix_web::Error {
     let _ = error;
     ApiError::NotFound("resource").into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn database_error(kind: DatabaseErrorKind, message: &str) -> ApiError {
+        diesel::result::Error::DatabaseError(kind, Box::new(message.to_owned())).into()
+    }
+
+    #[test]
+    fn a_connection_lost_mid_request_is_unavailable_not_internal() {
+        for error in [
+            database_error(DatabaseErrorKind::UnableToSendCommand, "connection closed"),
+            database_error(DatabaseErrorKind::ClosedConnection, "closed"),
+            database_error(
+                DatabaseErrorKind::Unknown,
+                "terminating connection due to administrator command",
+            ),
+        ] {
+            assert!(matches!(error, ApiError::Unavailable(_)), "{error:?}");
+        }
+    }
+
+    #[test]
+    fn a_time_out_of_range_is_the_callers_mistake() {
+        let error = database_error(DatabaseErrorKind::Unknown, "timestamp out of range");
+        assert!(matches!(error, ApiError::BadRequest(_)), "{error:?}");
+    }
 }

@@ -145,10 +145,15 @@ pub async fn reset_credits(
 ) -> Result<(), RedisClusterError> {
     let mut conn = cluster.connection().await?;
     let key = layout.credits(key_id);
-    cluster.bounded(conn.del::<_, ()>(&key)).await?;
-    cluster
-        .bounded(conn.hset::<_, _, _, ()>(&key, CREDITS_REMAINING, remaining))
-        .await
+    // One transaction: a check between a DEL and an HSET would find no balance at all.
+    let mut reset = redis::pipe();
+    reset
+        .atomic()
+        .del(&key)
+        .ignore()
+        .hset(&key, CREDITS_REMAINING, remaining)
+        .ignore();
+    cluster.bounded(reset.query_async::<()>(&mut conn)).await
 }
 
 /// Sets the balance only where Redis has none (a rebuild after Redis lost its data keeps

@@ -24,6 +24,18 @@ pub async fn get(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<P
         .optional()
 }
 
+/// A live plan, share-locked for the rest of the transaction: a key created on it or moved
+/// onto it commits before the plan can be deleted, so the delete sees it and refuses.
+pub async fn get_for_share(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<PlanRow>> {
+    plans::table
+        .filter(plans::id.eq(id).and(plans::deleted_at.is_null()))
+        .select(PlanRow::as_select())
+        .for_share()
+        .first(conn)
+        .await
+        .optional()
+}
+
 /// Locks the plan row for the rest of the transaction (update, delete).
 pub async fn get_for_update(
     conn: &mut AsyncPgConnection,

@@ -145,7 +145,7 @@ fn to_json<T: serde::Serialize>(value: &T) -> serde_json::Value {
 }
 
 async fn live_plan(conn: &mut AsyncPgConnection, plan_id: Uuid) -> Result<PlanRow, ApiError> {
-    plans::get(conn, plan_id)
+    plans::get_for_share(conn, plan_id)
         .await?
         .ok_or_else(|| ApiError::field("plan_id", "no such plan"))
 }
@@ -321,8 +321,12 @@ pub async fn update(
                 live_plan(conn, plan_id).await?;
             }
             let row = api_keys::update(conn, id, &changes).await?;
-            let diff = diff_fields(&before, &row);
-            let credits_changed = before.credits != row.credits;
+            let mut diff = diff_fields(&before, &row);
+            // Credits sent again unchanged still set the balance back (a top-up).
+            let credits_changed = changes.credits.is_some();
+            if credits_changed && let Some(fields) = diff.as_object_mut() {
+                fields.insert("credits_reset".into(), serde_json::Value::Bool(true));
+            }
             record_audit(conn, actor, "key.update", "key", id.to_string(), diff).await?;
             enqueue(
                 conn,

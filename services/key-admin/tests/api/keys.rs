@@ -378,6 +378,21 @@ async fn credits_are_set_in_redis_and_reset_when_changed() {
     .await;
     app.eventually("balance reset", || async { remaining().await == Some(7) })
         .await;
+    // Some of it is spent; the same credits sent again set the balance back (a top-up).
+    storage::redis_cluster::projection::reset_credits(&app.redis, &app.layout, key_id, 3)
+        .await
+        .unwrap();
+    let (status, _) = app
+        .patch(
+            &format!("/v1/keys/{key_id}"),
+            json!({"credits": {"remaining": 7}}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    app.eventually("balance topped up", || async {
+        remaining().await == Some(7)
+    })
+    .await;
     app.patch(&format!("/v1/keys/{key_id}"), json!({"credits": null}))
         .await;
     app.eventually("balance removed", || async { remaining().await.is_none() })
@@ -446,5 +461,46 @@ async fn bodies_must_be_json_objects_and_rotate_refuses_a_bad_body() {
         )
         .await;
     assert_eq!(status, 400, "{problem}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_time_postgres_cannot_store_is_a_400() {
+    let app = TestApp::spawn().await;
+    let plan = app.default_plan().await;
+    let created = app.create_key(json!({"plan_id": plan["id"]})).await;
+    let (status, problem) = app
+        .patch(
+            &format!("/v1/keys/{}", id(&created)),
+            json!({"expires_at": "-5000-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{problem}");
+    let (status, problem) = app.get("/v1/audit-log?from=-5000-01-01T00:00:00Z").await;
+    assert_eq!(status, 400, "{problem}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_plan_deleted_while_keys_are_created_on_it_never_leaves_a_live_key_on_a_deleted_plan() {
+    let app = TestApp::spawn().await;
+    for round in 0..10 {
+        let plan = app.create_plan(&format!("race-{round}"), json!([])).await;
+        let plan_id = plan["id"].as_str().unwrap().to_owned();
+        let create = app.post("/v1/keys", json!({"plan_id": plan_id}));
+        let plan_path = format!("/v1/plans/{plan_id}");
+        let delete = app.delete(&plan_path);
+        let ((created, key), (deleted, _)) = tokio::join!(create, delete);
+        // Either order is fine; both succeeding is not. The key's plan lookup share-locks
+        // the plan: the delete then waits for the key and refuses, or went first and the
+        // key finds no plan.
+        match (created.as_u16(), deleted.as_u16()) {
+            (201, 409) | (400, 204) => {}
+            other => panic!("round {round}: create and delete answered {other:?}: {key}"),
+        }
+        if created == 201 {
+            assert_eq!(app.get(&format!("/v1/plans/{plan_id}")).await.0, 200);
+        }
+    }
     app.stop().await;
 }

@@ -179,7 +179,10 @@ async fn a_resync_waits_for_the_relay_lock() {
 
     // Someone holds the relay lock (an outbox pass in another key-admin, say).
     let mut holder = app.db.pool().get().await.unwrap();
-    diesel::sql_query("BEGIN").execute(&mut holder).await.unwrap();
+    diesel::sql_query("BEGIN")
+        .execute(&mut holder)
+        .await
+        .unwrap();
     storage::repositories::outbox::lock_relay(&mut holder)
         .await
         .unwrap();
@@ -187,9 +190,15 @@ async fn a_resync_waits_for_the_relay_lock() {
     let resync = tokio::spawn(async move { relay.resync().await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!resync.is_finished(), "the resync waits for the lock");
-    assert!(app.record_of(&raw).await.is_none(), "and has written nothing");
+    assert!(
+        app.record_of(&raw).await.is_none(),
+        "and has written nothing"
+    );
 
-    diesel::sql_query("COMMIT").execute(&mut holder).await.unwrap();
+    diesel::sql_query("COMMIT")
+        .execute(&mut holder)
+        .await
+        .unwrap();
     let counts = resync.await.unwrap().unwrap();
     assert_eq!(counts.keys, 1);
     assert!(app.record_of(&raw).await.is_some(), "then it rebuilds");
