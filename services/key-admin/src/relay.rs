@@ -252,8 +252,9 @@ impl Relay {
             .previous_key_hash
             .as_deref()
             .zip(key.previous_key_expires_at);
-        projection::put_key(&self.redis, &self.layout, &record, &key.key_hash, previous).await?;
-        match credits {
+        // The balance before the record that says the key has one: a check in between would
+        // otherwise find credits configured and none to spend.
+        match &credits {
             Some(c) if reset_credits => {
                 projection::reset_credits(&self.redis, &self.layout, key.id, c.remaining).await?
             }
@@ -261,7 +262,11 @@ impl Relay {
                 projection::init_credits_if_absent(&self.redis, &self.layout, key.id, c.remaining)
                     .await?
             }
-            None => projection::remove_credits(&self.redis, &self.layout, key.id).await?,
+            None => {}
+        }
+        projection::put_key(&self.redis, &self.layout, &record, &key.key_hash, previous).await?;
+        if credits.is_none() {
+            projection::remove_credits(&self.redis, &self.layout, key.id).await?;
         }
         Ok(())
     }

@@ -189,7 +189,7 @@ impl Checker {
                 degraded: false,
             };
         }
-        if let Some(denial) = self.keys.denials.covering(record.key_id, cost) {
+        if let Some(denial) = self.keys.denials.covering(&record, cost) {
             counters().deny_cache_hits.increment(1);
             return Decision {
                 code: denial.code,
@@ -202,6 +202,7 @@ impl Checker {
             return self.store_failed(&"circuit breaker open", Some(record));
         }
         counters().scripts.increment(1);
+        let sent = self.keys.denials.sent();
         match self.batcher.check(Arc::clone(&record), cost).await {
             Ok(outcome) => {
                 let code = match outcome.verdict {
@@ -212,7 +213,7 @@ impl Checker {
                 if code != Code::Ok {
                     self.keys
                         .denials
-                        .remember(record.key_id, code, cost, &outcome);
+                        .remember(&record, code, cost, &outcome, sent);
                 }
                 Decision {
                     code,

@@ -71,7 +71,6 @@ impl KeyCache {
     /// Drops every cached secret of `key_id`, and every "no such key" answer (the change may
     /// be that key's creation).
     pub fn invalidate_key(&self, key_id: uuid::Uuid) {
-        self.denials.forget(key_id);
         let dropped = self
             .cache
             .invalidate_entries_if(move |_, cached| match cached {
@@ -82,6 +81,8 @@ impl KeyCache {
             tracing::error!(%error, "could not drop a changed key; forgetting everything");
             self.cache.invalidate_all();
         }
+        // After the record: a check in between would judge the old record again.
+        self.denials.forget(key_id);
     }
 
     pub fn invalidate_all(&self) {

@@ -227,6 +227,39 @@ async fn credits_are_spent_refused_without_spending_and_refilled() {
 }
 
 #[tokio::test]
+async fn credits_without_a_balance_in_redis_refuse_and_write_nothing() {
+    // The balance is lost (or not written yet) while the record says the key has credits.
+    let f = Fixture::new();
+    let refilling = CreditsConfig {
+        refill: Some(Refill {
+            amount: 10,
+            interval_ms: 3_600_000,
+        }),
+    };
+    let refused = f.run(&[], 1, Some(&refilling)).await;
+    assert_eq!(refused.verdict, Verdict::CreditsExhausted);
+    assert_eq!(
+        refused.retry_after_ms, 0,
+        "no refill time to promise, so nothing for a deny cache to hold"
+    );
+    assert_eq!(
+        projection::credits_remaining(&f.cluster, &f.layout, f.key_id)
+            .await
+            .unwrap(),
+        None,
+        "no zero balance and no refill clock written"
+    );
+    // key-admin writes the balance where there is none: it is the one that counts.
+    projection::init_credits_if_absent(&f.cluster, &f.layout, f.key_id, 5)
+        .await
+        .unwrap();
+    let spent = f.run(&[], 1, Some(&refilling)).await;
+    assert_eq!(spent.verdict, Verdict::Allowed);
+    assert_eq!(spent.credits_remaining, Some(4));
+    f.cleanup().await;
+}
+
+#[tokio::test]
 async fn a_rate_limit_refusal_spends_no_credits() {
     let f = Fixture::new();
     projection::reset_credits(&f.cluster, &f.layout, f.key_id, 100)

@@ -193,9 +193,14 @@ for i = 1, count do
   w[i], c[i], p[i] = load(alg[i], key[i])
 end
 
+-- A key with credits whose balance is not in Redis (key-admin writes it before the key's
+-- record, so only lost data does this) has none to spend: refused, with nothing written and
+-- no refill started, so the balance key-admin writes next is the one that counts.
 local credits_remaining, credits_refilled_at, credits_spent = 0, nil, 0
+local credits_known = true
 if has_credits then
   local state = redis.call('HMGET', KEYS[1], 'remaining', 'refilled_at')
+  credits_known = state[1] ~= false
   credits_remaining, credits_refilled_at = tonumber(state[1]) or 0, tonumber(state[2])
 end
 
@@ -216,7 +221,7 @@ for ci = first_cost, #ARGV do
 
   local credits_left = -1
   if has_credits then
-    if refill_interval > 0 then
+    if refill_interval > 0 and credits_known then
       if credits_refilled_at == nil then
         credits_refilled_at = now
       elseif now - credits_refilled_at >= refill_interval then
@@ -229,7 +234,9 @@ for ci = first_cost, #ARGV do
     credits_left = credits_remaining
     if code == 0 and credits_remaining < cost then
       code = 2
-      if refill_interval > 0 then retry = ceil1(credits_refilled_at + refill_interval - now) end
+      if refill_interval > 0 and credits_known then
+        retry = ceil1(credits_refilled_at + refill_interval - now)
+      end
     end
   end
 
@@ -262,7 +269,7 @@ end
 for i = 1, count do
   if dirty[i] then save(alg[i], key[i], window[i], w[i], c[i], p[i]) end
 end
-if has_credits then
+if has_credits and credits_known then
   -- A refill that became due is kept even when every check was refused: it spends nothing.
   if credits_refilled_at ~= nil then
     redis.call('HSET', KEYS[1], 'remaining', int(credits_remaining), 'refilled_at', int(credits_refilled_at))
