@@ -183,22 +183,40 @@ impl UsagePublisher {
                 tracing::warn!(%error, "usage not published yet; kept for the next flush");
             }
         }
+        // The whole of the last flush, attempts in progress included, ends by the deadline:
+        // one attempt can wait on a connect and a confirm per batch, and the pod's grace
+        // period is counted on this bound (deploy/k8s).
         let deadline = tokio::time::Instant::now() + final_deadline;
         loop {
-            match self.flush().await {
-                Ok(_) => {
+            match tokio::time::timeout_at(deadline, self.flush()).await {
+                Ok(Ok(_)) => {
                     tracing::info!("usage flushed before exit");
                     return;
                 }
-                Err(error) if tokio::time::Instant::now() < deadline => {
+                Ok(Err(error)) if tokio::time::Instant::now() < deadline => {
                     tracing::warn!(%error, "final usage flush failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                Err(error) => {
-                    tracing::error!(%error, "exiting with usage not published");
+                Ok(Err(error)) => {
+                    tracing::error!(%error, entries = self.waiting_entries(), "exiting with usage not published");
+                    return;
+                }
+                Err(_) => {
+                    tracing::error!(
+                        entries = self.waiting_entries(),
+                        "the final usage flush ran out of time: exiting with usage not published"
+                    );
                     return;
                 }
             }
         }
+    }
+
+    /// Usage entries sealed in batches and not yet confirmed by the broker.
+    fn waiting_entries(&self) -> usize {
+        self.waiting
+            .lock()
+            .map(|waiting| waiting.iter().map(|b| b.entries.len()).sum())
+            .unwrap_or(0)
     }
 }
