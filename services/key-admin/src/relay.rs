@@ -183,13 +183,15 @@ impl Relay {
     ) -> Result<(), RelayError> {
         match row.aggregate.as_str() {
             "key" => {
-                for hash in string_list(&row.payload, "remove_hashes") {
-                    projection::remove_records(&self.redis, &self.layout, &[hash.as_str()]).await?;
-                }
                 let reset =
                     row.payload.get("reset_credits").and_then(|v| v.as_bool()) == Some(true);
                 if let Some(key) = api_keys::get_any(conn, row.aggregate_id).await? {
                     self.project_key(conn, &key, reset).await?;
+                }
+                // Secrets a rotation retired go after the new one is in place, so there is
+                // no moment with neither (the new secret is never among them).
+                for hash in string_list(&row.payload, "remove_hashes") {
+                    projection::remove_records(&self.redis, &self.layout, &[hash.as_str()]).await?;
                 }
             }
             "plan" => {
