@@ -256,15 +256,13 @@ impl Relay {
             .zip(key.previous_key_expires_at);
         // The balance before the record that says the key has one: a check in between would
         // otherwise find credits configured and none to spend.
-        match &credits {
-            Some(c) if reset_credits => {
+        if let Some(c) = &credits {
+            if reset_credits {
                 projection::reset_credits(&self.redis, &self.layout, key.id, c.remaining).await?
-            }
-            Some(c) => {
+            } else {
                 projection::init_credits_if_absent(&self.redis, &self.layout, key.id, c.remaining)
                     .await?
             }
-            None => {}
         }
         projection::put_key(&self.redis, &self.layout, &record, &key.key_hash, previous).await?;
         if credits.is_none() {

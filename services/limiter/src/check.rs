@@ -139,18 +139,17 @@ impl Checker {
             let found = projection::get_key(&self.redis, &self.layout, hash.as_str())
                 .await
                 .inspect_err(failed)?;
-            if found.is_none()
+            let lost = found.is_none()
                 && !self
                     .projection
                     .present(&self.redis, &self.layout)
                     .await
-                    .inspect_err(failed)?
-            {
-                // Redis answers: the breaker has nothing against it.
-                self.breaker.succeeded();
+                    .inspect_err(failed)?;
+            // Redis answered, even when it lost the projection.
+            self.breaker.succeeded();
+            if lost {
                 return Err(RedisClusterError::ProjectionLost);
             }
-            self.breaker.succeeded();
             Ok::<_, RedisClusterError>(match found {
                 Some(text) => match KeyRecord::decode(&text) {
                     Ok(record) => Cached::Known(Arc::new(record)),

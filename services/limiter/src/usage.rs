@@ -129,7 +129,7 @@ impl UsagePublisher {
                 entries: chunk.to_vec(),
             });
         }
-        let mut buffered: usize = waiting.iter().map(|b| b.entries.len()).sum();
+        let mut buffered = entries_in(&waiting);
         while buffered > self.max_entries {
             let Some(dropped) = waiting.pop_front() else {
                 break;
@@ -216,7 +216,11 @@ impl UsagePublisher {
     fn waiting_entries(&self) -> usize {
         self.waiting
             .lock()
-            .map(|waiting| waiting.iter().map(|b| b.entries.len()).sum())
+            .map(|waiting| entries_in(&waiting))
             .unwrap_or(0)
     }
+}
+
+fn entries_in(batches: &VecDeque<UsageBatch>) -> usize {
+    batches.iter().map(|b| b.entries.len()).sum()
 }

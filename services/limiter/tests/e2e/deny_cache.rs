@@ -117,14 +117,7 @@ async fn cached_refusals_hold_exactly_while_redis_would_refuse() {
         assert!(passed, "{algorithm:?}: allowed again after the retry time");
     }
 
-    let text = client
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = crate::metrics_text(&limiter).await;
     let scripts = crate::metric(&text, "keymeter_check_scripts_total", "");
     let hits = crate::metric(&text, "keymeter_deny_cache_hits_total", "");
     eprintln!("{checks} checks: {scripts} scripts run, {hits} refusals from the deny cache");

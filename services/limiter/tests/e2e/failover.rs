@@ -188,12 +188,7 @@ async fn kill_a_master_under_load(policy: &str) -> Vec<Answer> {
     );
     // The limiter's own count of what happened: every answer by the policy is counted as
     // such, and the failed Redis calls behind them as errors or timeouts.
-    let text = reqwest::get(limiter.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = crate::metrics_text(&limiter).await;
     let by_policy = match policy {
         "open" => crate::metric(&text, "keymeter_checks_degraded_total", ""),
         _ => crate::metric(&text, "keymeter_checks_total", r#"code="UNAVAILABLE""#),

@@ -16,6 +16,16 @@ use test_support::{Isolation, ServiceProcess, TEST_PEPPER, run_to_exit, service_
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_limiter");
 
+/// A running service's `/metrics` text.
+pub async fn metrics_text(service: &ServiceProcess) -> String {
+    reqwest::get(service.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// The sum of a metric's samples in Prometheus text, over its lines that contain `label`
 /// (such as `kind="timeout"`; "" for all of them).
 pub fn metric(text: &str, name: &str, label: &str) -> f64 {
@@ -100,12 +110,7 @@ async fn ready_with_the_cluster_and_rabbitmq_then_stops_on_sigterm() {
         body["checks"],
         serde_json::json!({"redis": "ok", "rabbitmq": "ok"})
     );
-    let metrics = reqwest::get(service.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&service).await;
     assert!(metrics.contains(r#"service="limiter""#), "{metrics}");
     assert!(service.terminate().await.success());
     isolation.cleanup().await;
