@@ -20,7 +20,9 @@ pub use process::{
     ServiceProcess, free_addr, free_port, run_to_exit, service_command, workspace_binary,
 };
 pub use rabbit::TestRabbit;
-pub use redis::{TestRedis, cluster_masters, delete_prefix, dump_prefix, kill_node, master_of};
+pub use redis::{
+    TestRedis, cluster_masters, delete_prefix, delete_prefix_on, dump_prefix, kill_node, master_of,
+};
 
 /// Reads a setting the way the local stack exports it, with the stack's default.
 pub fn setting(name: &str, default: &str) -> String {

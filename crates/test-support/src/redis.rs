@@ -181,13 +181,33 @@ pub async fn dump_prefix(cluster: &RedisCluster, prefix: &str) -> Vec<(String, S
 /// Deletes every key under `prefix` on every master; returns how many.
 pub async fn delete_prefix(cluster: &RedisCluster, prefix: &str) -> usize {
     let mut deleted = 0;
-    for (key, _) in dump_prefix(cluster, prefix).await {
-        let mut conn = cluster.connection().await.expect("cluster connection");
-        let n: usize = deadpool_redis::redis::cmd("DEL")
-            .arg(&key)
-            .query_async(&mut conn)
-            .await
-            .expect("del");
+    for addr in cluster_masters(cluster).await {
+        deleted += delete_prefix_on(&addr, prefix).await;
+    }
+    deleted
+}
+
+/// Deletes every key under `prefix` on the master at `host:port` alone (its replica follows):
+/// what that shard holds of a test's data is gone, as if it had restarted empty.
+pub async fn delete_prefix_on(addr: &str, prefix: &str) -> usize {
+    use deadpool_redis::redis::{AsyncCommands, AsyncIter};
+    let client = deadpool_redis::redis::Client::open(format!("redis://{addr}")).expect("node url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("node connection");
+    let keys: Vec<String> = {
+        let mut iter: AsyncIter<String> =
+            conn.scan_match(format!("{prefix}*")).await.expect("scan");
+        let mut keys = Vec::new();
+        while let Some(item) = iter.next_item().await {
+            keys.push(item.expect("scan item"));
+        }
+        keys
+    };
+    let mut deleted = 0;
+    for key in keys {
+        let n: usize = conn.del(&key).await.expect("del");
         deleted += n;
     }
     deleted

@@ -1,6 +1,7 @@
 //! The outbox relay: applies committed changes to the Redis projection, then publishes their
 //! key events, each in the order they were written. It also rebuilds the whole projection
-//! when Redis has lost it (no epoch marker) or when asked to (`POST /v1/ops/resync`).
+//! when Redis has lost some of it (a record group without its epoch marker) or when asked
+//! to (`POST /v1/ops/resync`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -316,19 +317,25 @@ impl Relay {
         Ok(())
     }
 
-    /// Rebuilds the projection when the epoch marker is gone (Redis lost its data).
+    /// Rebuilds the projection when a record group's marker is gone: the Redis shard that
+    /// held it lost its data (restarted empty, flushed), and the group's records with it.
     pub async fn rebuild_if_lost(&self) -> Result<Option<ResyncCounts>, RelayError> {
-        if self.projection_present().await? {
+        if self.groups_lost().await?.is_empty() {
             return Ok(None);
         }
         let mut conn = self.pool.get().await?;
         conn.transaction(async |conn| {
             outbox::lock_relay(conn).await?;
             // Another key-admin may have rebuilt it while this one waited for the lock.
-            if self.projection_present().await? {
+            let lost = self.groups_lost().await?;
+            if lost.is_empty() {
                 return Ok(None);
             }
-            tracing::warn!("the Redis projection has no epoch marker: rebuilding it from Postgres");
+            tracing::warn!(
+                groups = lost.len(),
+                of = projection::RECORD_GROUPS,
+                "record groups of the Redis projection have no epoch marker: rebuilding it from Postgres"
+            );
             metrics::counter!("keymeter_projection_rebuilds_total", "reason" => "lost")
                 .increment(1);
             self.rebuild(conn).await.map(Some)
@@ -336,10 +343,8 @@ impl Relay {
         .await
     }
 
-    async fn projection_present(&self) -> Result<bool, RelayError> {
-        Ok(projection::epoch(&self.redis, &self.layout)
-            .await?
-            .is_some())
+    async fn groups_lost(&self) -> Result<Vec<String>, RelayError> {
+        Ok(projection::groups_without_marker(&self.redis, &self.layout).await?)
     }
 
     /// Writes every key and plan from Postgres into Redis, then a new epoch marker. Credit

@@ -1,5 +1,5 @@
-//! One check: shape and checksum (no I/O), the key's record (cache, then one Redis read; a
-//! key Redis does not hold also asks whether Redis lost its data), its status, then every
+//! One check: shape and checksum (no I/O), the key's record (cache, then one Redis read,
+//! which also tells a key nobody issued from one a Redis shard lost), its status, then every
 //! limit and the credits in one script.
 
 use std::sync::Arc;
@@ -7,14 +7,13 @@ use std::sync::Arc;
 use chrono::Utc;
 use domain::{ApiKey, KeyRecord, Pepper};
 use storage::redis_cluster::check::{CheckOutcome, Verdict};
-use storage::redis_cluster::projection::{self, KeyLayout};
+use storage::redis_cluster::projection::{self, KeyLayout, StoredRecord};
 use storage::redis_cluster::{RedisCluster, RedisClusterError};
 
 use crate::batching::CheckBatcher;
 use crate::breaker::Breaker;
 use crate::key_cache::{Cached, KeyCache};
 use crate::metrics::counters;
-use crate::projection_watch::ProjectionWatch;
 use crate::settings::FailurePolicy;
 use crate::usage::UsageAggregator;
 
@@ -100,8 +99,6 @@ pub struct Checker {
     pub usage: Arc<UsageAggregator>,
     /// Shared with the batcher, which reports each script call's result to it.
     pub breaker: Arc<Breaker>,
-    /// Tells an unknown key from a Redis that lost its data.
-    pub projection: ProjectionWatch,
 }
 
 impl Checker {
@@ -136,35 +133,29 @@ impl Checker {
                 counters().redis_failed(error);
                 self.breaker.failed();
             };
-            let found = projection::get_key(&self.redis, &self.layout, hash.as_str())
+            let stored = projection::get_key(&self.redis, &self.layout, hash.as_str())
                 .await
                 .inspect_err(failed)?;
-            let lost = found.is_none()
-                && !self
-                    .projection
-                    .present(&self.redis, &self.layout)
-                    .await
-                    .inspect_err(failed)?;
             // Redis answered, even when it lost the projection.
             self.breaker.succeeded();
-            if lost {
-                return Err(RedisClusterError::ProjectionLost);
-            }
-            Ok::<_, RedisClusterError>(match found {
-                Some(text) => match KeyRecord::decode(&text) {
+            Ok::<_, RedisClusterError>(match stored {
+                StoredRecord::Found(text) => match KeyRecord::decode(&text) {
                     Ok(record) => Cached::Known(Arc::new(record)),
                     Err(error) => {
                         tracing::error!(%error, "unreadable key record in Redis; treated as unknown");
                         Cached::Unknown
                     }
                 },
-                None => Cached::Unknown,
+                StoredRecord::Absent => Cached::Unknown,
+                StoredRecord::Lost => return Err(RedisClusterError::ProjectionLost),
             })
         };
         let record = match self.keys.get_or_load(hash.as_str(), load).await {
             Ok(Cached::Known(record)) => record,
             Ok(Cached::Unknown) => return Decision::early(Code::UnknownKey),
-            // Valid or made up, nobody can tell: 503 whatever the policy (projection_watch).
+            // Valid or made up, nobody can tell: 503 whatever the policy. Not 401, as a store
+            // outage is never one; not allowed, as fail-open keeps known keys working
+            // through an outage but cannot vouch for a key nobody can find.
             Err(error) if matches!(*error, RedisClusterError::ProjectionLost) => {
                 tracing::warn!(%error, "a key Redis does not hold while its projection is lost");
                 return Decision::early(Code::Unavailable);

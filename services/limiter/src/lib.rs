@@ -9,7 +9,6 @@ pub mod deny_cache;
 pub mod invalidation;
 pub mod key_cache;
 pub mod metrics;
-pub mod projection_watch;
 pub mod routes;
 pub mod settings;
 pub mod usage;

@@ -4,7 +4,6 @@ use limiter::batching::CheckBatcher;
 use limiter::breaker::Breaker;
 use limiter::check::Checker;
 use limiter::key_cache::KeyCache;
-use limiter::projection_watch::ProjectionWatch;
 use limiter::settings::{Cli, Command};
 use limiter::usage::{UsageAggregator, UsagePublisher};
 use service_kit::health::Readiness;
@@ -65,7 +64,6 @@ async fn main() -> anyhow::Result<()> {
         failure_policy: args.failure_policy,
         usage,
         breaker,
-        projection: ProjectionWatch::new(args.negative_cache_ttl()),
     });
     let shutdown = CancellationToken::new();
     let events = tokio::spawn(limiter::invalidation::run(

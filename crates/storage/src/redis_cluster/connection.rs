@@ -21,7 +21,9 @@ pub enum RedisClusterError {
     ClusterState(String),
     #[error("the keys of one script call must share one hash tag, got {0:?}")]
     CrossSlot(Vec<String>),
-    #[error("redis has lost the key projection (no epoch marker); key-admin rebuilds it")]
+    #[error(
+        "the Redis shard of this key's record group lost its data (no epoch marker); key-admin rebuilds it"
+    )]
     ProjectionLost,
 }
 

@@ -1,12 +1,17 @@
 //! The Redis projection of keys that key-admin writes and the limiter reads, and the names
 //! of every Redis key keymeter uses. One place, so both services agree.
 //!
-//! - `<p>:key:<hash>`: the key's record (JSON `KeyRecord`), one per valid secret; during a
-//!   rotation's grace the old secret's entry expires by itself at the grace end.
+//! - `<p>:key:{<g>}:<hash>`: the key's record (JSON `KeyRecord`), one per valid secret; during
+//!   a rotation's grace the old secret's entry expires by itself at the grace end. `<g>`, the
+//!   hash's first two hex digits, puts the records in 256 groups of one slot each.
 //! - `<p>:{<key_id>}:limit:<name>` and `<p>:{<key_id>}:credits`: the key's counters; they
 //!   share one hash tag (one slot) so one script checks them all, and they belong to the
 //!   key id, not the secret, so a rotation keeps them.
-//! - `<p>:epoch`: written after a full rebuild; its absence means Redis lost the projection.
+//! - `<p>:epoch:{<g>}`: one marker per record group, in the group's slot, written after a full
+//!   rebuild. A shard that restarts empty loses the markers of its groups with their records,
+//!   so the limiter reads a record and its group's marker in one MGET and tells a key nobody
+//!   issued (marker there) from one that shard lost (marker gone), and key-admin, which
+//!   looks for every marker, notices the loss and rebuilds.
 
 use chrono::{DateTime, Utc};
 use deadpool_redis::redis::{self, AsyncCommands};
@@ -39,7 +44,16 @@ impl KeyLayout {
     }
 
     pub fn record(&self, key_hash: &str) -> String {
-        format!("{}:key:{key_hash}", self.prefix)
+        format!(
+            "{}:key:{{{}}}:{key_hash}",
+            self.prefix,
+            record_group(key_hash)
+        )
+    }
+
+    /// The marker of one record group (`record_groups`), in that group's slot.
+    pub fn epoch_marker(&self, group: &str) -> String {
+        format!("{}:epoch:{{{group}}}", self.prefix)
     }
 
     /// Every counter of one key: `<p>:{<key_id>}`. The braces make the key id the hash
@@ -63,10 +77,19 @@ impl KeyLayout {
     pub fn credits(&self, key_id: Uuid) -> String {
         format!("{}:credits", self.counters(key_id))
     }
+}
 
-    pub fn epoch(&self) -> String {
-        format!("{}:epoch", self.prefix)
-    }
+/// The group of a record: the first two hex digits of its hash (a keyed hash, so the groups
+/// fill evenly).
+fn record_group(key_hash: &str) -> &str {
+    key_hash.get(..2).unwrap_or(key_hash)
+}
+
+pub const RECORD_GROUPS: usize = 256;
+
+/// Every record group, `00` to `ff`.
+pub fn record_groups() -> impl Iterator<Item = String> {
+    (0..RECORD_GROUPS).map(|group| format!("{group:02x}"))
 }
 
 /// The field of the credits hash holding the balance.
@@ -125,15 +148,47 @@ pub async fn remove_records(
     Ok(())
 }
 
+/// What Redis holds for one secret's hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredRecord {
+    /// The record, as key-admin wrote it.
+    Found(String),
+    /// No record, and the group's marker is there: nobody issued this secret.
+    Absent,
+    /// Neither record nor marker: the shard holding the group lost its data (or key-admin
+    /// has not finished its first rebuild), so the secret may be valid.
+    Lost,
+}
+
+impl StoredRecord {
+    pub fn found(self) -> Option<String> {
+        match self {
+            StoredRecord::Found(record) => Some(record),
+            StoredRecord::Absent | StoredRecord::Lost => None,
+        }
+    }
+}
+
+/// Reads a record and its group's marker in one MGET (one slot).
 pub async fn get_key(
     cluster: &RedisCluster,
     layout: &KeyLayout,
     key_hash: &str,
-) -> Result<Option<String>, RedisClusterError> {
+) -> Result<StoredRecord, RedisClusterError> {
     let mut conn = cluster.connection().await?;
-    cluster
-        .bounded(conn.get::<_, Option<String>>(layout.record(key_hash)))
-        .await
+    let (record, marker): (Option<String>, Option<String>) = cluster
+        .bounded(
+            redis::cmd("MGET")
+                .arg(layout.record(key_hash))
+                .arg(layout.epoch_marker(record_group(key_hash)))
+                .query_async(&mut conn),
+        )
+        .await?;
+    Ok(match (record, marker) {
+        (Some(record), _) => StoredRecord::Found(record),
+        (None, Some(_)) => StoredRecord::Absent,
+        (None, None) => StoredRecord::Lost,
+    })
 }
 
 /// Sets the credit balance (a new key, or credits changed by an admin).
@@ -232,25 +287,39 @@ pub async fn forget_credits_spent(
         .await
 }
 
-pub async fn epoch(
+/// The record groups whose marker is missing: none once key-admin has written the
+/// projection, until a shard loses its data.
+pub async fn groups_without_marker(
     cluster: &RedisCluster,
     layout: &KeyLayout,
-) -> Result<Option<String>, RedisClusterError> {
-    let mut conn = cluster.connection().await?;
-    cluster
-        .bounded(conn.get::<_, Option<String>>(layout.epoch()))
-        .await
+) -> Result<Vec<String>, RedisClusterError> {
+    let conn = cluster.connection().await?;
+    let reads = record_groups().map(|group| {
+        let mut conn = conn.clone();
+        let marker = layout.epoch_marker(&group);
+        async move {
+            let present: bool = cluster.bounded(conn.exists(marker)).await?;
+            Ok::<_, RedisClusterError>((!present).then_some(group))
+        }
+    });
+    let missing = futures_util::future::try_join_all(reads).await?;
+    Ok(missing.into_iter().flatten().collect())
 }
 
+/// Writes every group's marker; key-admin does so once a rebuild has written every record.
 pub async fn set_epoch(
     cluster: &RedisCluster,
     layout: &KeyLayout,
     epoch: &str,
 ) -> Result<(), RedisClusterError> {
-    let mut conn = cluster.connection().await?;
-    cluster
-        .bounded(conn.set::<_, _, ()>(layout.epoch(), epoch))
-        .await
+    let conn = cluster.connection().await?;
+    let writes = record_groups().map(|group| {
+        let mut conn = conn.clone();
+        let marker = layout.epoch_marker(&group);
+        async move { cluster.bounded(conn.set::<_, _, ()>(marker, epoch)).await }
+    });
+    futures_util::future::try_join_all(writes).await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -276,6 +345,22 @@ mod tests {
             layout.credits(id).starts_with("km:"),
             "every key starts with the prefix"
         );
-        assert_eq!(layout.record("ab"), "km:key:ab");
+        assert_eq!(layout.record("ab12"), "km:key:{ab}:ab12");
+    }
+
+    #[test]
+    fn a_record_shares_its_slot_with_its_group_marker() {
+        use deadpool_redis::redis::cluster_routing::Slot;
+        let layout = KeyLayout::new("t");
+        for group in record_groups() {
+            let hash = format!("{group}{}", "0".repeat(62));
+            assert_eq!(
+                Slot::for_key(layout.record(&hash)),
+                Slot::for_key(layout.epoch_marker(&group)),
+                "{group}"
+            );
+        }
+        assert_eq!(record_groups().count(), RECORD_GROUPS);
+        assert_eq!(record_groups().last().as_deref(), Some("ff"));
     }
 }

@@ -206,7 +206,15 @@ impl TestApp {
         projection::get_key(&self.redis, &self.layout, hash.as_str())
             .await
             .unwrap()
+            .found()
             .map(|text| KeyRecord::decode(&text).unwrap())
+    }
+
+    /// The record groups of the projection whose epoch marker is missing.
+    pub async fn groups_lost(&self) -> Vec<String> {
+        projection::groups_without_marker(&self.redis, &self.layout)
+            .await
+            .unwrap()
     }
 
     /// Polls `check` until it holds or 5 s pass; returns how long it took.

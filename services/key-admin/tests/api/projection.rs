@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::json;
+use storage::redis_cluster::projection;
 use storage::redis_cluster::{RedisCluster, RedisSettings};
 
 use crate::TestApp;
@@ -106,10 +107,7 @@ async fn a_lost_projection_is_rebuilt_without_anyone_acting() {
     })
     .await;
     app.eventually("epoch written", || async {
-        storage::redis_cluster::projection::epoch(&app.redis, &app.layout)
-            .await
-            .unwrap()
-            .is_some()
+        app.groups_lost().await.is_empty()
     })
     .await;
 
@@ -127,6 +125,51 @@ async fn a_lost_projection_is_rebuilt_without_anyone_acting() {
         Some(42)
     );
     eprintln!("projection rebuilt {took:?} after the flush");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn one_shard_that_lost_its_data_is_noticed_and_rebuilt() {
+    let app = TestApp::spawn().await;
+    let plan = app.default_plan().await;
+    let mut keys = Vec::new();
+    for _ in 0..8 {
+        let key = app.create_key(json!({"plan_id": plan["id"]})).await;
+        keys.push(key["key"].as_str().unwrap().to_owned());
+    }
+    for raw in &keys {
+        app.eventually("projected", || async { app.record_of(raw).await.is_some() })
+            .await;
+    }
+    app.eventually("epoch written", || async {
+        app.groups_lost().await.is_empty()
+    })
+    .await;
+
+    // One master loses what it held of this test's projection, as if it and its replica had
+    // restarted empty; the other masters keep theirs.
+    let first = domain::ApiKey::parse(&keys[0]).unwrap();
+    let first_record = app.layout.record(app.pepper.hash_key(&first).as_str());
+    let lost_shard = test_support::master_of(&app.redis, &first_record).await;
+    test_support::delete_prefix_on(&lost_shard, app.layout.prefix()).await;
+    assert!(app.record_of(&keys[0]).await.is_none());
+    let lost = app.groups_lost().await;
+    assert!(
+        !lost.is_empty() && lost.len() < projection::RECORD_GROUPS,
+        "only that shard's groups lost their marker: {}",
+        lost.len()
+    );
+
+    let took = app
+        .eventually("rebuilt", || async {
+            app.groups_lost().await.is_empty()
+                && futures_util::future::join_all(keys.iter().map(|raw| app.record_of(raw)))
+                    .await
+                    .iter()
+                    .all(Option::is_some)
+        })
+        .await;
+    eprintln!("one lost shard rebuilt {took:?} after its data went");
     app.stop().await;
 }
 

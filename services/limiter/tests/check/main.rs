@@ -14,7 +14,6 @@ use domain::events::V1;
 use domain::{Algorithm, ApiKey, CreditsConfig, KeyPrefix, KeyRecord, Limit, Pepper};
 use limiter::check::Checker;
 use limiter::key_cache::KeyCache;
-use limiter::projection_watch::ProjectionWatch;
 use limiter::settings::{DenyStatus, FailurePolicy};
 use serde_json::{Value, json};
 use service_kit::health::Readiness;
@@ -70,7 +69,6 @@ impl TestLimiter {
             failure_policy: policy,
             usage: Arc::new(limiter::usage::UsageAggregator::default()),
             breaker,
-            projection: ProjectionWatch::new(Duration::from_millis(100)),
         });
         // As key-admin keeps it (when the cluster is there at all).
         let _ = projection::set_epoch(&redis, &layout, "test").await;
@@ -394,9 +392,9 @@ async fn a_key_missing_while_redis_lost_the_projection_is_503_whatever_the_polic
         assert_eq!(limiter.check(json!({"key": key})).await.0, 200);
         assert_eq!(limiter.check(json!({"key": unknown})).await.0, 401);
 
-        // Redis loses everything of this projection, its epoch marker with it.
+        // Redis loses everything of this projection, its epoch markers with it.
         test_support::delete_prefix(&limiter.redis, limiter.layout.prefix()).await;
-        // Past the key cache's TTL (200 ms) and the trust in the last sighting (100 ms).
+        // Past the key cache's TTLs (200 ms for a key, 100 ms for an unknown one).
         tokio::time::sleep(Duration::from_millis(300)).await;
         for raw in [&key, &unknown] {
             let (status, headers, body) = limiter.check(json!({"key": raw})).await;
@@ -413,15 +411,91 @@ async fn a_key_missing_while_redis_lost_the_projection_is_503_whatever_the_polic
             "Redis answered all along"
         );
 
-        // key-admin writes the marker once it has rebuilt everything; a key Redis does not
-        // hold is then unknown again (past the trust in the last "absent").
+        // key-admin writes the markers once it has rebuilt everything; a key Redis does not
+        // hold is then unknown again.
         projection::set_epoch(&limiter.redis, &limiter.layout, "rebuilt")
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(150)).await;
         assert_eq!(limiter.check(json!({"key": unknown})).await.0, 401);
         limiter.stop().await;
     }
+}
+
+#[tokio::test]
+async fn keys_of_a_shard_that_lost_its_data_are_503_and_the_rest_are_served() {
+    let limiter = TestLimiter::start(
+        test_support::redis_nodes(),
+        FailurePolicy::Open,
+        DenyStatus::Native,
+    )
+    .await;
+    let masters = test_support::cluster_masters(&limiter.redis).await;
+    assert!(masters.len() > 1, "a cluster of several shards");
+    let shard_of = |raw: &str| {
+        let hash = limiter.pepper.hash_key(&ApiKey::parse(raw).unwrap());
+        let record = limiter.layout.record(hash.as_str());
+        let redis = limiter.redis.clone();
+        async move { test_support::master_of(&redis, &record).await }
+    };
+    let mut keys = Vec::new();
+    for _ in 0..12 {
+        let (raw, _) = limiter
+            .add_key(KeySpec {
+                limits: vec![per_minute(100)],
+                ..KeySpec::default()
+            })
+            .await;
+        let shard = shard_of(&raw).await;
+        keys.push((raw, shard));
+    }
+    let lost_shard = keys[0].1.clone();
+    assert!(
+        keys.iter().any(|(_, shard)| *shard != lost_shard),
+        "twelve keys on one shard of {}",
+        masters.len()
+    );
+    // Made-up keys, one whose record would be on the shard that loses its data, one not.
+    let mut unknown_on_lost = None;
+    let mut unknown_elsewhere = None;
+    while unknown_on_lost.is_none() || unknown_elsewhere.is_none() {
+        let raw = ApiKey::generate(&KeyPrefix::default()).expose().to_owned();
+        if shard_of(&raw).await == lost_shard {
+            unknown_on_lost.get_or_insert(raw);
+        } else {
+            unknown_elsewhere.get_or_insert(raw);
+        }
+    }
+    let (unknown_on_lost, unknown_elsewhere) =
+        (unknown_on_lost.unwrap(), unknown_elsewhere.unwrap());
+    for (raw, _) in &keys {
+        assert_eq!(limiter.check(json!({"key": raw})).await.0, 200);
+    }
+    assert_eq!(limiter.check(json!({"key": unknown_on_lost})).await.0, 401);
+
+    // That shard (master and replica) restarts empty: what it held of this projection is
+    // gone, records and epoch markers alike; the other shards keep theirs.
+    test_support::delete_prefix_on(&lost_shard, limiter.layout.prefix()).await;
+    // Past the key cache's TTLs (200 ms for a key, 100 ms for an unknown one).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (raw, shard) in &keys {
+        let (status, _, body) = limiter.check(json!({"key": raw})).await;
+        if *shard == lost_shard {
+            assert_eq!(
+                (status, body["code"].as_str().unwrap()),
+                (503, "UNAVAILABLE"),
+                "a valid key on the lost shard is neither 401 nor allowed unseen"
+            );
+        } else {
+            assert_eq!(status, 200, "a key on a shard that kept its data: {body}");
+        }
+    }
+    assert_eq!(limiter.check(json!({"key": unknown_on_lost})).await.0, 503);
+    assert_eq!(
+        limiter.check(json!({"key": unknown_elsewhere})).await.0,
+        401,
+        "a made-up key on a shard that kept its markers is still unknown"
+    );
+    limiter.stop().await;
 }
 
 #[tokio::test]

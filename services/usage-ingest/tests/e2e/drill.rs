@@ -109,6 +109,7 @@ impl Drill {
         while projection::get_key(&redis, &layout, hash.as_str())
             .await
             .unwrap()
+            .found()
             .is_none()
         {
             assert!(
