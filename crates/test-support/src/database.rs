@@ -49,6 +49,34 @@ impl TestDb {
             .await
             .expect("connect to the test schema")
     }
+
+    /// Takes key-admin's relay lock, as another key-admin's outbox pass or rebuild would:
+    /// that key-admin's relay and rebuilds wait until `RelayLockHeld::release`.
+    pub async fn hold_relay_lock(&self) -> RelayLockHeld {
+        let mut conn = self.connection().await;
+        diesel::sql_query("BEGIN")
+            .execute(&mut conn)
+            .await
+            .expect("begin");
+        storage::repositories::outbox::lock_relay(&mut conn)
+            .await
+            .expect("relay lock");
+        RelayLockHeld { conn }
+    }
+}
+
+/// A transaction holding key-admin's relay lock (`TestDb::hold_relay_lock`).
+pub struct RelayLockHeld {
+    conn: AsyncPgConnection,
+}
+
+impl RelayLockHeld {
+    pub async fn release(mut self) {
+        diesel::sql_query("COMMIT")
+            .execute(&mut self.conn)
+            .await
+            .expect("commit");
+    }
 }
 
 impl Drop for TestDb {

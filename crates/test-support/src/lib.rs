@@ -12,7 +12,7 @@ mod process;
 mod rabbit;
 mod redis;
 
-pub use database::TestDb;
+pub use database::{RelayLockHeld, TestDb};
 pub use isolation::Isolation;
 pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use private_stores::{Private, PrivateStores};
@@ -22,6 +22,7 @@ pub use process::{
 pub use rabbit::TestRabbit;
 pub use redis::{
     TestRedis, cluster_masters, delete_prefix, delete_prefix_on, dump_prefix, kill_node, master_of,
+    replicas_of,
 };
 
 /// Reads a setting the way the local stack exports it, with the stack's default.

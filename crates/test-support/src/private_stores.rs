@@ -91,6 +91,12 @@ impl PrivateStores {
         stores
     }
 
+    /// Starts again whatever store of its own is not running (a killed Redis node comes back
+    /// with its cluster configuration and no data), as `up.sh --stores-only` does.
+    pub fn restart_stopped(&self) {
+        self.script("up.sh", &["--stores-only"]);
+    }
+
     /// `deploy/local/store.sh stop|start postgres|rabbitmq`.
     pub fn store(&self, action: &str, store: &str) {
         self.script("store.sh", &[action, store]);

@@ -113,6 +113,26 @@ pub async fn master_of(cluster: &RedisCluster, key: &str) -> String {
         .expect("a master serves the key's slot")
 }
 
+/// The replicas (`host:port`) of the master at `addr`, from `CLUSTER NODES`.
+pub async fn replicas_of(cluster: &RedisCluster, addr: &str) -> Vec<String> {
+    let nodes = cluster_nodes(cluster).await;
+    let fields_of =
+        |line: &str| -> Vec<String> { line.split_whitespace().map(str::to_owned).collect() };
+    let Some(master_id) = nodes
+        .lines()
+        .map(fields_of)
+        .find_map(|f| (f.get(1)?.split('@').next()? == addr).then(|| f[0].clone()))
+    else {
+        return Vec::new();
+    };
+    nodes
+        .lines()
+        .map(fields_of)
+        .filter(|f| f.get(3) == Some(&master_id))
+        .filter_map(|f| Some(f.get(1)?.split('@').next()?.to_owned()))
+        .collect()
+}
+
 /// SIGKILLs the Redis server at `host:port` (its pid from `INFO server`), as a crash would.
 pub fn kill_node(addr: &str) {
     let (host, port) = addr.rsplit_once(':').expect("host:port");

@@ -10,21 +10,31 @@ use test_support::{
 
 const TOKEN: &str = "fleet-test-admin-token-0123456789abcdefgh";
 
-struct Fleet {
-    _db: TestDb,
+pub(crate) struct Fleet {
+    pub(crate) db: TestDb,
     rabbit: TestRabbit,
-    prefix: String,
-    admin: ServiceProcess,
-    limiters: Vec<ServiceProcess>,
-    client: reqwest::Client,
+    pub(crate) prefix: String,
+    redis_nodes: Vec<String>,
+    pub(crate) admin: ServiceProcess,
+    pub(crate) limiters: Vec<ServiceProcess>,
+    pub(crate) client: reqwest::Client,
 }
 
 impl Fleet {
     async fn start(limiters: usize, cache_ttl_ms: u64) -> Self {
+        Self::start_on(test_support::redis_nodes(), limiters, cache_ttl_ms).await
+    }
+
+    /// The same on the Redis Cluster whose nodes are `redis_nodes`.
+    pub(crate) async fn start_on(
+        redis_nodes: Vec<String>,
+        limiters: usize,
+        cache_ttl_ms: u64,
+    ) -> Self {
         let db = TestDb::migrated().await;
         let rabbit = TestRabbit::declared().await;
         let prefix = format!("f{}", test_support::unique_name());
-        let nodes = test_support::redis_nodes().join(",");
+        let nodes = redis_nodes.join(",");
         let admin_addr = test_support::free_addr();
         let mut command = service_command(workspace_binary("key-admin"));
         command
@@ -54,9 +64,10 @@ impl Fleet {
             started.push(ServiceProcess::start(command, limiter_addr).await);
         }
         let fleet = Self {
-            _db: db,
+            db,
             rabbit,
             prefix,
+            redis_nodes,
             admin,
             limiters: started,
             // Below actix's 5 s keep-alive: a connection idle while the test waits for a
@@ -84,7 +95,7 @@ impl Fleet {
         fleet
     }
 
-    async fn admin_post(&self, path: &str, body: Value) -> Value {
+    pub(crate) async fn admin_post(&self, path: &str, body: Value) -> Value {
         let response = self
             .client
             .post(self.admin.url(path))
@@ -102,7 +113,7 @@ impl Fleet {
     }
 
     /// A key on a new plan with these limits.
-    async fn key_with(&self, limits: Value) -> String {
+    pub(crate) async fn key_with(&self, limits: Value) -> String {
         let plan = self
             .admin_post(
                 "/v1/plans",
@@ -125,7 +136,12 @@ impl Fleet {
         raw
     }
 
-    async fn check(&self, limiter: &ServiceProcess, key: &str, cost: u64) -> (u16, Value) {
+    pub(crate) async fn check(
+        &self,
+        limiter: &ServiceProcess,
+        key: &str,
+        cost: u64,
+    ) -> (u16, Value) {
         let response = self
             .client
             .post(limiter.url("/v1/check"))
@@ -137,9 +153,9 @@ impl Fleet {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         let redis = storage::redis_cluster::RedisCluster::new(
-            storage::redis_cluster::RedisSettings::new(test_support::redis_nodes()),
+            storage::redis_cluster::RedisSettings::new(self.redis_nodes.clone()),
         )
         .unwrap();
         test_support::delete_prefix(&redis, &self.prefix).await;

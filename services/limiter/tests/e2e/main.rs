@@ -9,6 +9,7 @@ mod deny_cache;
 mod failover;
 mod fleet;
 mod nginx;
+mod shard_loss;
 mod traces;
 mod usage;
 
