@@ -97,6 +97,30 @@ impl PrivateStores {
         self.script("up.sh", &["--stores-only"]);
     }
 
+    /// Sends `signal` (`STOP`, `CONT`) to this test's own RabbitMQ: stopped, it keeps its
+    /// connections open and its port listening but answers nothing, as a hung broker does.
+    pub fn signal_rabbitmq(&self, signal: &str) {
+        let port = url::Url::parse(&self.amqp_url)
+            .ok()
+            .and_then(|url| url.port())
+            .expect("the AMQP URL has a port");
+        let listening = Command::new("ss")
+            .args(["-Hltnp", &format!("sport = :{port}")])
+            .output()
+            .expect("ss");
+        let text = String::from_utf8_lossy(&listening.stdout);
+        let pid = text
+            .split("pid=")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .unwrap_or_else(|| panic!("no process listens on {port}: {text}"));
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), pid])
+            .status()
+            .expect("kill");
+        assert!(sent.success(), "kill -{signal} {pid}");
+    }
+
     /// `deploy/local/store.sh stop|start postgres|rabbitmq`.
     pub fn store(&self, action: &str, store: &str) {
         self.script("store.sh", &[action, store]);

@@ -7,7 +7,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 use storage::redis_cluster::projection::KeyLayout;
 use storage::redis_cluster::{RedisCluster, RedisSettings};
-use test_support::ServiceProcess;
+use test_support::{Private, PrivateStores, ServiceProcess};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_publishes_every_counted_request_exactly() {
@@ -81,4 +81,88 @@ async fn sigterm_publishes_every_counted_request_exactly() {
         });
     assert_eq!((a, d, c), (15, 35, 30));
     isolation.cleanup().await;
+}
+
+/// A broker that hangs (stopped with SIGSTOP: connections stay open, nothing is answered)
+/// must not keep a terminating limiter alive past its budget: the final flush gives up at
+/// its deadline (10 s), says how much usage it could not publish, and the process exits,
+/// well inside Kubernetes' grace period, instead of being SIGKILLed with nothing said.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_by_the_flush_deadline_while_rabbitmq_hangs() {
+    let addr = test_support::free_addr();
+    let stores = PrivateStores::start_some(
+        [
+            &test_support::free_addr(),
+            &addr,
+            &test_support::free_addr(),
+        ],
+        Private {
+            postgres: false,
+            rabbitmq: true,
+            redis: false,
+        },
+    );
+    let redis = RedisCluster::new(RedisSettings::new(test_support::redis_nodes())).unwrap();
+    let prefix = format!("t{}", test_support::unique_name());
+    let layout = KeyLayout::new(prefix.clone());
+    let (key, _) = crate::put_key(
+        &redis,
+        &layout,
+        vec![Limit {
+            name: "m".into(),
+            algorithm: Algorithm::FixedWindow,
+            limit: 1000,
+            window_ms: 3_600_000,
+            burst: None,
+        }],
+    )
+    .await;
+    let log_path = std::env::temp_dir().join(format!("limiter-{prefix}.log"));
+    let mut command = test_support::service_command(crate::BINARY);
+    command
+        .arg("serve")
+        .env("KEYMETER_LIMITER_LISTEN", addr.to_string())
+        .env(
+            "KEYMETER_REDIS_NODES",
+            test_support::redis_nodes().join(","),
+        )
+        .env("KEYMETER_REDIS_PREFIX", &prefix)
+        .env("KEYMETER_AMQP_URL", &stores.amqp_url)
+        .env("KEYMETER_PEPPER", test_support::TEST_PEPPER)
+        // Only the flush at shutdown would publish within this test.
+        .env("KEYMETER_USAGE_FLUSH_MS", "600000")
+        .stderr(std::process::Stdio::from(
+            std::fs::File::create(&log_path).unwrap(),
+        ));
+    let limiter = ServiceProcess::start_with_own_stderr(command, addr).await;
+    let client = reqwest::Client::new();
+    for _ in 0..20 {
+        let status = client
+            .post(limiter.url("/v1/check"))
+            .json(&json!({"key": key.expose()}))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200);
+    }
+    // The limiter's link to the broker is up (its key events queue is bound on start).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    stores.signal_rabbitmq("STOP");
+    let terminated_at = std::time::Instant::now();
+    let exit = limiter.terminate().await;
+    let took = terminated_at.elapsed();
+    stores.signal_rabbitmq("CONT");
+
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_file(&log_path);
+    assert!(
+        log.contains("exiting with usage not published"),
+        "the exit says that usage was left unpublished:\n{log}"
+    );
+    assert!(exit.success(), "{exit}");
+    eprintln!("exited {took:?} after SIGTERM with the broker hung");
+    test_support::delete_prefix(&redis, &prefix).await;
+    drop(stores);
 }
