@@ -8,6 +8,7 @@ use std::process::Command;
 mod deny_cache;
 mod failover;
 mod fleet;
+mod invalidation;
 mod nginx;
 mod shard_loss;
 mod traces;
