@@ -221,7 +221,8 @@ impl CheckBatcher {
     /// judged.
     fn report<T>(&self, judged: &Result<T, RedisClusterError>) {
         match judged {
-            Ok(_) => self.breaker.succeeded(),
+            // A missing balance is an answer: Redis is up.
+            Ok(_) | Err(RedisClusterError::CreditsLost) => self.breaker.succeeded(),
             Err(error) => {
                 counters().redis_failed(error);
                 self.breaker.failed();

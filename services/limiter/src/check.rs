@@ -212,7 +212,14 @@ impl Checker {
                     degraded: false,
                 }
             }
-            Err(error) => self.store_failed(&*error, Some(record)),
+            Err(error) => {
+                if matches!(*error, RedisClusterError::CreditsLost) {
+                    // The cached record may be older than the change that removed the
+                    // balance (credits dropped, key deleted): read it again next time.
+                    self.keys.invalidate_secret(hash.as_str()).await;
+                }
+                self.store_failed(&*error, Some(record))
+            }
         }
     }
 

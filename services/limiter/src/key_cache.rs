@@ -85,6 +85,11 @@ impl KeyCache {
         self.denials.forget(key_id);
     }
 
+    /// Drops the record cached for one secret, so its next check reads Redis again.
+    pub async fn invalidate_secret(&self, key_hash: &str) {
+        self.cache.invalidate(key_hash).await;
+    }
+
     pub fn invalidate_all(&self) {
         self.denials.forget_all();
         self.cache.invalidate_all();

@@ -110,6 +110,9 @@ pub async fn check_many(
     }
     args.extend(costs.iter().map(u64::to_string));
     let reply: Vec<i64> = CHECK.run(cluster, &keys, &args).await?;
+    if reply == [-1] {
+        return Err(RedisClusterError::CreditsLost);
+    }
     let per_check = 4 + 2 * key.limits.len();
     if reply.len() != per_check * costs.len() {
         return Err(malformed(&reply));

@@ -25,6 +25,10 @@ pub enum RedisClusterError {
         "the Redis shard of this key's record group lost its data (no epoch marker); key-admin rebuilds it"
     )]
     ProjectionLost,
+    #[error(
+        "the key's credit balance is not in Redis (its shard lost its data, or the key's record changed); nothing was judged"
+    )]
+    CreditsLost,
 }
 
 impl RedisClusterError {

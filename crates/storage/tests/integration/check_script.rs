@@ -3,7 +3,7 @@ use storage::redis_cluster::check::{
     CheckOutcome, CheckRequest, KeyLimits, Verdict, check, check_many,
 };
 use storage::redis_cluster::projection::{self, KeyLayout};
-use storage::redis_cluster::{RedisCluster, RedisSettings};
+use storage::redis_cluster::{RedisCluster, RedisClusterError, RedisSettings};
 use uuid::Uuid;
 
 struct Fixture {
@@ -227,8 +227,8 @@ async fn credits_are_spent_refused_without_spending_and_refilled() {
 }
 
 #[tokio::test]
-async fn credits_without_a_balance_in_redis_refuse_and_write_nothing() {
-    // The balance is lost (or not written yet) while the record says the key has credits.
+async fn credits_without_a_balance_in_redis_judge_nothing_and_write_nothing() {
+    // The balance is lost while the record says the key has credits.
     let f = Fixture::new();
     let refilling = CreditsConfig {
         refill: Some(Refill {
@@ -236,26 +236,36 @@ async fn credits_without_a_balance_in_redis_refuse_and_write_nothing() {
             interval_ms: 3_600_000,
         }),
     };
-    let refused = f.run(&[], 1, Some(&refilling)).await;
-    assert_eq!(refused.verdict, Verdict::CreditsExhausted);
-    assert_eq!(
-        refused.retry_after_ms, 0,
-        "no refill time to promise, so nothing for a deny cache to hold"
+    let limits = [limit("l", Algorithm::FixedWindow, 5, 3_600_000)];
+    let lost = check(
+        &f.cluster,
+        &f.layout,
+        CheckRequest {
+            key_id: f.key_id,
+            cost: 1,
+            limits: &limits,
+            credits: Some(&refilling),
+        },
+    )
+    .await;
+    assert!(
+        matches!(lost, Err(RedisClusterError::CreditsLost)),
+        "{lost:?}"
     );
-    assert_eq!(
-        projection::credits_remaining(&f.cluster, &f.layout, f.key_id)
+    assert!(
+        test_support::dump_prefix(&f.cluster, f.layout.prefix())
             .await
-            .unwrap(),
-        None,
-        "no zero balance and no refill clock written"
+            .is_empty(),
+        "no balance, no refill clock and no limit state written"
     );
     // key-admin writes the balance where there is none: it is the one that counts.
     projection::init_credits_if_absent(&f.cluster, &f.layout, f.key_id, 5)
         .await
         .unwrap();
-    let spent = f.run(&[], 1, Some(&refilling)).await;
+    let spent = f.run(&limits, 1, Some(&refilling)).await;
     assert_eq!(spent.verdict, Verdict::Allowed);
     assert_eq!(spent.credits_remaining, Some(4));
+    assert_eq!(spent.limits[0].remaining, 4);
     f.cleanup().await;
 }
 

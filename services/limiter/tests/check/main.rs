@@ -499,6 +499,59 @@ async fn keys_of_a_shard_that_lost_its_data_are_503_and_the_rest_are_served() {
 }
 
 #[tokio::test]
+async fn a_key_whose_credit_balance_is_lost_is_answered_by_the_failure_policy() {
+    for (policy, expected) in [(FailurePolicy::Closed, 503), (FailurePolicy::Open, 200)] {
+        let limiter =
+            TestLimiter::start(test_support::redis_nodes(), policy, DenyStatus::Native).await;
+        let (key, key_id) = limiter
+            .add_key(KeySpec {
+                limits: vec![per_minute(100)],
+                credits: Some(10),
+                ..KeySpec::default()
+            })
+            .await;
+        assert_eq!(limiter.check(json!({"key": key})).await.0, 200);
+
+        // The shard holding the balance lost it; the record (cached, or on another shard)
+        // still says the key has credits.
+        projection::remove_credits(&limiter.redis, &limiter.layout, key_id)
+            .await
+            .unwrap();
+        let (status, headers, body) = limiter.check(json!({"key": key})).await;
+        assert_eq!(
+            status, expected,
+            "{policy:?}: the failure policy, not CREDITS_EXHAUSTED: {body}"
+        );
+        assert_eq!(
+            headers.contains_key("x-keymeter-degraded"),
+            expected == 200,
+            "{policy:?}"
+        );
+        assert_eq!(
+            limiter.checker.breaker.state(),
+            limiter::breaker::State::Closed,
+            "Redis answered"
+        );
+
+        // key-admin writes the balance again (its rebuild keeps none it did not find).
+        projection::init_credits_if_absent(&limiter.redis, &limiter.layout, key_id, 5)
+            .await
+            .unwrap();
+        let (status, headers, _) = limiter.check(json!({"key": key})).await;
+        assert_eq!(status, 200);
+        assert!(!headers.contains_key("x-keymeter-degraded"));
+        assert_eq!(
+            projection::credits_remaining(&limiter.redis, &limiter.layout, key_id)
+                .await
+                .unwrap(),
+            Some(4),
+            "spent from the balance written again, nothing from the lost one"
+        );
+        limiter.stop().await;
+    }
+}
+
+#[tokio::test]
 async fn authorize_passes_the_key_to_the_upstream_and_refuses_as_configured() {
     let limiter = TestLimiter::new().await;
     let (key, key_id) = limiter

@@ -19,7 +19,8 @@
 --
 -- Returns, per check, {code, retry_after_ms, now_ms, credits_remaining (-1: no credits),
 -- then per limit remaining and reset_ms}, all in one flat list. code 0 = allowed,
--- 1 = rate limited, 2 = credits exhausted.
+-- 1 = rate limited, 2 = credits exhausted. Just {-1} when the key has credits and Redis
+-- has no balance for it (nothing judged, nothing written).
 --
 -- This runs on the Redis node's one thread for every check, so it is written to allocate
 -- little: each algorithm's load, judge and save work on plain values. The common call (one
@@ -193,14 +194,16 @@ for i = 1, count do
   w[i], c[i], p[i] = load(alg[i], key[i])
 end
 
--- A key with credits whose balance is not in Redis (key-admin writes it before the key's
--- record, so only lost data does this) has none to spend: refused, with nothing written and
--- no refill started, so the balance key-admin writes next is the one that counts.
+-- A key with credits whose balance is not in Redis: key-admin writes a balance before the
+-- record that says the key has one, so its shard lost its data (or the record is an old one
+-- cached by the limiter). Nothing is judged or written; the caller answers by its failure
+-- policy until key-admin has written the balance again.
 local credits_remaining, credits_refilled_at, credits_spent = 0, nil, 0
-local credits_known = true
 if has_credits then
   local state = redis.call('HMGET', KEYS[1], 'remaining', 'refilled_at')
-  credits_known = state[1] ~= false
+  if state[1] == false then
+    return {-1}
+  end
   credits_remaining, credits_refilled_at = tonumber(state[1]) or 0, tonumber(state[2])
 end
 
@@ -221,7 +224,7 @@ for ci = first_cost, #ARGV do
 
   local credits_left = -1
   if has_credits then
-    if refill_interval > 0 and credits_known then
+    if refill_interval > 0 then
       if credits_refilled_at == nil then
         credits_refilled_at = now
       elseif now - credits_refilled_at >= refill_interval then
@@ -234,7 +237,7 @@ for ci = first_cost, #ARGV do
     credits_left = credits_remaining
     if code == 0 and credits_remaining < cost then
       code = 2
-      if refill_interval > 0 and credits_known then
+      if refill_interval > 0 then
         retry = ceil1(credits_refilled_at + refill_interval - now)
       end
     end
@@ -269,7 +272,7 @@ end
 for i = 1, count do
   if dirty[i] then save(alg[i], key[i], window[i], w[i], c[i], p[i]) end
 end
-if has_credits and credits_known then
+if has_credits then
   -- A refill that became due is kept even when every check was refused: it spends nothing.
   if credits_refilled_at ~= nil then
     redis.call('HSET', KEYS[1], 'remaining', int(credits_remaining), 'refilled_at', int(credits_refilled_at))
