@@ -99,26 +99,30 @@ impl PrivateStores {
 
     /// Sends `signal` (`STOP`, `CONT`) to this test's own RabbitMQ: stopped, it keeps its
     /// connections open and its port listening but answers nothing, as a hung broker does.
-    pub fn signal_rabbitmq(&self, signal: &str) {
+    pub fn signal_rabbitmq(&self, signal: &str) -> Result<(), String> {
         let port = url::Url::parse(&self.amqp_url)
             .ok()
             .and_then(|url| url.port())
-            .expect("the AMQP URL has a port");
+            .ok_or("the AMQP URL has no port")?;
         let listening = Command::new("ss")
             .args(["-Hltnp", &format!("sport = :{port}")])
             .output()
-            .expect("ss");
+            .map_err(|e| format!("ss: {e}"))?;
         let text = String::from_utf8_lossy(&listening.stdout);
         let pid = text
             .split("pid=")
             .nth(1)
             .and_then(|rest| rest.split(',').next())
-            .unwrap_or_else(|| panic!("no process listens on {port}: {text}"));
+            .ok_or_else(|| format!("no process listens on {port}: {text}"))?;
         let sent = Command::new("kill")
             .args([&format!("-{signal}"), pid])
             .status()
-            .expect("kill");
-        assert!(sent.success(), "kill -{signal} {pid}");
+            .map_err(|e| format!("kill: {e}"))?;
+        if sent.success() {
+            Ok(())
+        } else {
+            Err(format!("kill -{signal} {pid} failed"))
+        }
     }
 
     /// `deploy/local/store.sh stop|start postgres|rabbitmq`.

@@ -225,10 +225,14 @@ pub async fn delete_prefix_on(addr: &str, prefix: &str) -> usize {
         }
         keys
     };
-    let mut deleted = 0;
-    for key in keys {
-        let n: usize = conn.del(&key).await.expect("del");
-        deleted += n;
+    if keys.is_empty() {
+        return 0;
     }
-    deleted
+    // One DEL per key (they span slots), sent as one pipeline.
+    let mut pipe = deadpool_redis::redis::pipe();
+    for key in &keys {
+        pipe.del(key);
+    }
+    let deleted: Vec<usize> = pipe.query_async(&mut conn).await.expect("del");
+    deleted.into_iter().sum()
 }

@@ -347,7 +347,8 @@ impl Relay {
         Ok(projection::groups_without_marker(&self.redis, &self.layout).await?)
     }
 
-    /// Writes every key and plan from Postgres into Redis, then a new epoch marker. Credit
+    /// Writes every key and plan from Postgres into Redis, then a new epoch marker in every
+    /// record group that kept its data meanwhile (`projection::finish_rebuild`). Credit
     /// balances that Redis still holds are kept; missing ones start from the configuration.
     /// Holds the relay lock throughout (`outbox::lock_relay`).
     pub async fn resync(&self) -> Result<ResyncCounts, RelayError> {
@@ -360,6 +361,8 @@ impl Relay {
     }
 
     async fn rebuild(&self, conn: &mut AsyncPgConnection) -> Result<ResyncCounts, RelayError> {
+        let epoch = Uuid::now_v7().to_string();
+        projection::begin_rebuild(&self.redis, &self.layout, &epoch).await?;
         let plans_count = plans::all(conn).await?.len() as u64;
         let mut keys_count = 0;
         let mut after = None;
@@ -376,7 +379,13 @@ impl Relay {
                 _ => break,
             }
         }
-        projection::set_epoch(&self.redis, &self.layout, &Uuid::now_v7().to_string()).await?;
+        let unmarked = projection::finish_rebuild(&self.redis, &self.layout, &epoch).await?;
+        if !unmarked.is_empty() {
+            tracing::warn!(
+                groups = unmarked.len(),
+                "record groups lost their data during the rebuild: left unmarked, to be rebuilt again"
+            );
+        }
         Ok(ResyncCounts {
             keys: keys_count,
             plans: plans_count,

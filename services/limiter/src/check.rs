@@ -142,8 +142,7 @@ impl Checker {
                 StoredRecord::Found(text) => match KeyRecord::decode(&text) {
                     Ok(record) => Cached::Known(Arc::new(record)),
                     Err(error) => {
-                        tracing::error!(%error, "unreadable key record in Redis; treated as unknown");
-                        Cached::Unknown
+                        return Err(RedisClusterError::UnreadableRecord(error.to_string()));
                     }
                 },
                 StoredRecord::Absent => Cached::Unknown,
@@ -153,11 +152,16 @@ impl Checker {
         let record = match self.keys.get_or_load(hash.as_str(), load).await {
             Ok(Cached::Known(record)) => record,
             Ok(Cached::Unknown) => return Decision::early(Code::UnknownKey),
-            // Valid or made up, nobody can tell: 503 whatever the policy. Not 401, as a store
-            // outage is never one; not allowed, as fail-open keeps known keys working
-            // through an outage but cannot vouch for a key nobody can find.
-            Err(error) if matches!(*error, RedisClusterError::ProjectionLost) => {
-                tracing::warn!(%error, "a key Redis does not hold while its projection is lost");
+            // Valid or made up, revoked or not, nobody can tell: 503 whatever the policy. Not
+            // 401, as a store failure is never one; not allowed, as fail-open keeps known
+            // keys working through an outage but cannot vouch for a key nobody can read.
+            Err(error)
+                if matches!(
+                    *error,
+                    RedisClusterError::ProjectionLost | RedisClusterError::UnreadableRecord(_)
+                ) =>
+            {
+                tracing::warn!(%error, "a key whose record Redis cannot give");
                 return Decision::early(Code::Unavailable);
             }
             Err(error) => return self.store_failed(&*error, None),

@@ -29,6 +29,8 @@ pub enum RedisClusterError {
         "the key's credit balance is not in Redis (its shard lost its data, or the key's record changed); nothing was judged"
     )]
     CreditsLost,
+    #[error("a key record in Redis could not be read: {0}")]
+    UnreadableRecord(String),
 }
 
 impl RedisClusterError {

@@ -12,13 +12,18 @@
 //!   so the limiter reads a record and its group's marker in one MGET and tells a key nobody
 //!   issued (marker there) from one that shard lost (marker gone), and key-admin, which
 //!   looks for every marker, notices the loss and rebuilds.
+//! - `<p>:rebuilding:{<g>}`: written in every group when a rebuild starts; the group's
+//!   marker is written at the end only where it survived, so a shard that loses its data
+//!   during a rebuild is left unmarked and rebuilt again.
+
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use deadpool_redis::redis::{self, AsyncCommands};
 use domain::{Algorithm, KeyRecord, Limit};
 use uuid::Uuid;
 
-use super::{RedisCluster, RedisClusterError};
+use super::{LuaScript, RedisCluster, RedisClusterError};
 
 /// Key names under one prefix (`km` in production, one per test).
 #[derive(Debug, Clone)]
@@ -54,6 +59,11 @@ impl KeyLayout {
     /// The marker of one record group (`record_groups`), in that group's slot.
     pub fn epoch_marker(&self, group: &str) -> String {
         format!("{}:epoch:{{{group}}}", self.prefix)
+    }
+
+    /// What a rebuild in progress leaves in one record group's slot.
+    pub fn rebuild_token(&self, group: &str) -> String {
+        format!("{}:rebuilding:{{{group}}}", self.prefix)
     }
 
     /// Every counter of one key: `<p>:{<key_id>}`. The braces make the key id the hash
@@ -306,17 +316,68 @@ pub async fn groups_without_marker(
     Ok(missing.into_iter().flatten().collect())
 }
 
-/// Writes every group's marker; key-admin does so once a rebuild has written every record.
+/// Writes every group's marker at once. key-admin goes through `begin_rebuild` and
+/// `finish_rebuild` instead; this is for a projection written by hand (tests).
 pub async fn set_epoch(
     cluster: &RedisCluster,
     layout: &KeyLayout,
     epoch: &str,
 ) -> Result<(), RedisClusterError> {
+    set_in_every_group(cluster, epoch, |group| layout.epoch_marker(group)).await
+}
+
+/// Leaves `epoch` as a token in every record group before a rebuild writes any record.
+pub async fn begin_rebuild(
+    cluster: &RedisCluster,
+    layout: &KeyLayout,
+    epoch: &str,
+) -> Result<(), RedisClusterError> {
+    set_in_every_group(cluster, epoch, |group| layout.rebuild_token(group)).await
+}
+
+/// Marks every record group whose token from `begin_rebuild` is still there; returns the
+/// groups whose token is gone (their shard lost its data during the rebuild, and records
+/// with it), which stay unmarked so the next look for markers rebuilds again.
+pub async fn finish_rebuild(
+    cluster: &RedisCluster,
+    layout: &KeyLayout,
+    epoch: &str,
+) -> Result<Vec<String>, RedisClusterError> {
+    let marks = record_groups().map(|group| async move {
+        let keys = [layout.rebuild_token(&group), layout.epoch_marker(&group)];
+        let marked: i64 = MARK_REBUILT.run(cluster, &keys, &[epoch]).await?;
+        Ok::<_, RedisClusterError>((marked == 0).then_some(group))
+    });
+    let unmarked = futures_util::future::try_join_all(marks).await?;
+    Ok(unmarked.into_iter().flatten().collect())
+}
+
+static MARK_REBUILT: LazyLock<LuaScript> = LazyLock::new(|| {
+    LuaScript::new(
+        "mark_rebuilt",
+        r#"
+-- KEYS[1] a record group's rebuild token, KEYS[2] its epoch marker (one slot); ARGV[1] the
+-- rebuild's epoch. The marker is written only where the token survived the rebuild.
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[2], ARGV[1])
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"#,
+    )
+});
+
+async fn set_in_every_group(
+    cluster: &RedisCluster,
+    value: &str,
+    key_of: impl Fn(&str) -> String,
+) -> Result<(), RedisClusterError> {
     let conn = cluster.connection().await?;
     let writes = record_groups().map(|group| {
         let mut conn = conn.clone();
-        let marker = layout.epoch_marker(&group);
-        async move { cluster.bounded(conn.set::<_, _, ()>(marker, epoch)).await }
+        let key = key_of(&group);
+        async move { cluster.bounded(conn.set::<_, _, ()>(key, value)).await }
     });
     futures_util::future::try_join_all(writes).await?;
     Ok(())
@@ -328,7 +389,7 @@ mod tests {
     use crate::redis_cluster::hash_tag;
 
     #[test]
-    fn counters_of_one_key_share_a_slot_and_records_do_not() {
+    fn counters_of_one_key_share_a_slot() {
         let layout = KeyLayout::default();
         let id = Uuid::now_v7();
         let tag = hash_tag(&layout.credits(id)).to_owned();

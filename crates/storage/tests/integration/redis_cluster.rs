@@ -66,3 +66,48 @@ async fn an_unreachable_cluster_is_an_error_not_a_hang() {
     assert!(cluster.ping().await.is_err());
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
 }
+
+#[tokio::test]
+async fn a_record_group_that_loses_its_data_during_a_rebuild_is_left_unmarked() {
+    use storage::redis_cluster::projection::{self, KeyLayout};
+    let cluster = RedisCluster::new(RedisSettings::new(test_support::redis_nodes())).unwrap();
+    let layout = KeyLayout::new(format!("t{}", test_support::unique_name()));
+    projection::begin_rebuild(&cluster, &layout, "e1")
+        .await
+        .unwrap();
+    assert_eq!(
+        projection::groups_without_marker(&cluster, &layout)
+            .await
+            .unwrap()
+            .len(),
+        projection::RECORD_GROUPS,
+        "no group is marked before the rebuild ends"
+    );
+
+    // The shard holding group 7f loses its data while the records are being written.
+    let mut conn = cluster.connection().await.unwrap();
+    let _: () = deadpool_redis::redis::cmd("DEL")
+        .arg(layout.rebuild_token("7f"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let unmarked = projection::finish_rebuild(&cluster, &layout, "e1")
+        .await
+        .unwrap();
+    assert_eq!(unmarked, ["7f"]);
+    assert_eq!(
+        projection::groups_without_marker(&cluster, &layout)
+            .await
+            .unwrap(),
+        ["7f"],
+        "so key-admin's next look rebuilds again"
+    );
+    let left = test_support::dump_prefix(&cluster, layout.prefix()).await;
+    assert_eq!(
+        left.len(),
+        projection::RECORD_GROUPS - 1,
+        "markers only, no token"
+    );
+    assert!(left.iter().all(|(key, _)| key.contains(":epoch:{")));
+    test_support::delete_prefix(&cluster, layout.prefix()).await;
+}

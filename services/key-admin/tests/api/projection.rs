@@ -111,9 +111,12 @@ async fn a_lost_projection_is_rebuilt_without_anyone_acting() {
     })
     .await;
 
-    // Everything under this test's prefix disappears, as in a FLUSHALL of the cluster.
+    // Everything under this test's prefix disappears, as in a FLUSHALL of the cluster. The
+    // relay lock keeps the rebuild from starting before the test has looked.
+    let relay_lock = app.db.hold_relay_lock().await;
     assert!(test_support::delete_prefix(&app.redis, app.layout.prefix()).await >= 3);
     assert!(app.record_of(&raw).await.is_none());
+    relay_lock.release().await;
     let took = app
         .eventually("rebuilt", || async { app.record_of(&raw).await.is_some() })
         .await;
@@ -151,6 +154,7 @@ async fn one_shard_that_lost_its_data_is_noticed_and_rebuilt() {
     let first = domain::ApiKey::parse(&keys[0]).unwrap();
     let first_record = app.layout.record(app.pepper.hash_key(&first).as_str());
     let lost_shard = test_support::master_of(&app.redis, &first_record).await;
+    let relay_lock = app.db.hold_relay_lock().await;
     test_support::delete_prefix_on(&lost_shard, app.layout.prefix()).await;
     assert!(app.record_of(&keys[0]).await.is_none());
     let lost = app.groups_lost().await;
@@ -159,6 +163,7 @@ async fn one_shard_that_lost_its_data_is_noticed_and_rebuilt() {
         "only that shard's groups lost their marker: {}",
         lost.len()
     );
+    relay_lock.release().await;
 
     let took = app
         .eventually("rebuilt", || async {

@@ -499,6 +499,33 @@ async fn keys_of_a_shard_that_lost_its_data_are_503_and_the_rest_are_served() {
 }
 
 #[tokio::test]
+async fn a_record_that_cannot_be_read_is_503_whatever_the_policy() {
+    for policy in [FailurePolicy::Closed, FailurePolicy::Open] {
+        let limiter =
+            TestLimiter::start(test_support::redis_nodes(), policy, DenyStatus::Native).await;
+        let key = ApiKey::generate(&KeyPrefix::default());
+        let record = limiter
+            .layout
+            .record(limiter.pepper.hash_key(&key).as_str());
+        // A record of a format this limiter does not know (a newer key-admin's, say).
+        let mut conn = limiter.redis.connection().await.unwrap();
+        let _: () = deadpool_redis::redis::cmd("SET")
+            .arg(&record)
+            .arg(r#"{"v":99}"#)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let (status, _, body) = limiter.check(json!({"key": key.expose()})).await;
+        assert_eq!(
+            (status, body["code"].as_str().unwrap()),
+            (503, "UNAVAILABLE"),
+            "{policy:?}: it may be revoked, so neither allowed nor 401"
+        );
+        limiter.stop().await;
+    }
+}
+
+#[tokio::test]
 async fn a_key_whose_credit_balance_is_lost_is_answered_by_the_failure_policy() {
     for (policy, expected) in [(FailurePolicy::Closed, 503), (FailurePolicy::Open, 200)] {
         let limiter =

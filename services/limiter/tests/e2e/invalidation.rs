@@ -85,6 +85,21 @@ async fn a_key_revoked_while_rabbitmq_is_away_is_refused_once_it_is_back() {
     };
 
     stores.store("stop", "rabbitmq");
+    // The limiter has seen the broker go (its own drop of the cache on that is past).
+    let gone = Instant::now();
+    loop {
+        let ready: serde_json::Value = reqwest::get(limiter.url("/readyz"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if ready["checks"]["rabbitmq"] != "ok" {
+            break;
+        }
+        assert!(gone.elapsed() < Duration::from_secs(10), "{ready}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(check().await.0, 200, "cached while the broker is away");
     // key-admin would revoke it in Redis and keep the event until the broker is back; the
     // event may never reach this instance (its queue is new once it reconnects).
