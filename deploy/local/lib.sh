@@ -15,6 +15,9 @@ if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
 	exit 1
 fi
 set -euo pipefail
+# Debian puts nginx, rabbitmq-server and the postgres tools in sbin, which a non-root
+# user's PATH lacks.
+export PATH="$PATH:/usr/sbin:/sbin"
 
 KM_LIB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 KM_ROOT="$(cd "$KM_LIB_DIR/../.." && pwd -P)"
@@ -171,6 +174,17 @@ km_service_listen() { # service name -> its listen address
 km_state_init() {
 	mkdir -p "$KM_STATE" "$KM_LOGS" "$KM_PIDS"
 	touch "$KM_RECORD"
+}
+
+# km_store_home USER: where the server that runs as USER (postgres, rabbitmq) keeps its data
+# and logs: the stack's state folder when USER can reach it; otherwise (root's checkout
+# under /root, mode 700) a folder of the stack's own under /var/tmp/keymeter.
+km_store_home() {
+	if km_as_user "$1" test -x "$KM_STATE" 2>/dev/null; then
+		printf '%s' "$KM_STATE"
+	else
+		printf '%s' "/var/tmp/keymeter/${KM_STATE##*/}"
+	fi
 }
 
 # One up.sh/down.sh at a time per stack. The lock is fd 9: every server or service we
@@ -417,6 +431,11 @@ km_postgres_up() {
 		km_port_open "$KM_PG_HOST" "$KM_PG_PORT" && km_die "$addr is taken by something that is not PostgreSQL"
 		local bindir
 		if ! bindir=$(km_pg_bindir); then
+			# Debian's package would create and start a "main" cluster that asks for a
+			# password over TCP; this stack runs its own with trust auth instead.
+			km_as_root mkdir -p /etc/postgresql-common/createcluster.conf.d
+			echo 'create_main_cluster = false' |
+				km_as_root tee /etc/postgresql-common/createcluster.conf.d/keymeter.conf >/dev/null
 			km_apt_install postgresql
 			# The package may have started its own cluster on this very port.
 			if km_pg_ready; then
@@ -426,7 +445,10 @@ km_postgres_up() {
 			fi
 			bindir=$(km_pg_bindir) || km_die "no initdb/pg_ctl found after installing postgresql"
 		fi
-		local data="$KM_STATE/pg" sock="$KM_STATE/pgsock" log="$KM_LOGS/postgres.log"
+		local home data sock log="$KM_LOGS/postgres.log"
+		home=$(km_store_home postgres)
+		data="$home/pg" sock="$home/pgsock"
+		[[ $home == "$KM_STATE" ]] || log="$home/postgres.log"
 		mkdir -p "$data" "$sock"
 		chmod 700 "$data"
 		km_chown_for postgres "$data" "$sock"
@@ -476,7 +498,8 @@ km_pg_createdb() {
 
 km_postgres_down() {
 	km_record_has postgres "$KM_PG_PORT" || return 0
-	local data="$KM_STATE/pg" bindir
+	local data bindir
+	data="$(km_store_home postgres)/pg"
 	if [[ -f $data/postmaster.pid ]]; then
 		bindir=$(km_pg_bindir) || km_die "pg_ctl not found"
 		if km_as_user postgres "$bindir/pg_ctl" -D "$data" status >/dev/null 2>&1; then
@@ -679,7 +702,8 @@ km_rabbit_node() { printf 'keymeter%s@localhost' "$KM_AMQP_PORT"; }
 # rabbitmq-server/rabbitmqctl as the rabbitmq user (same HOME, hence the same Erlang
 # cookie, as the system's CLI wrappers use), with this stack's settings.
 km_rabbit() { # script args...
-	local script=$1 bin home dir="$KM_STATE/rabbitmq"
+	local script=$1 bin home dir
+	dir="$(km_store_home rabbitmq)/rabbitmq"
 	shift
 	if [[ -x /usr/lib/rabbitmq/bin/$script ]]; then
 		bin=/usr/lib/rabbitmq/bin/$script
@@ -704,7 +728,7 @@ km_rabbit() { # script args...
 		RABBITMQ_PID_FILE="$dir/rabbitmq.pid" \
 		ERL_EPMD_ADDRESS=127.0.0.1 \
 		RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" \
-		"$bin" "$@"
+		"$bin" "$@" 9>&- # an epmd or node started here must not hold the stack's lock
 }
 
 km_rabbit_started() { km_rabbit rabbitmqctl -q -n "$(km_rabbit_node)" await_startup --timeout 5 >/dev/null 2>&1; }
@@ -729,7 +753,8 @@ km_rabbit_up() {
 		fi
 	fi
 	((KM_AMQP_PORT + 20000 <= 65535)) || km_die "AMQP port $KM_AMQP_PORT too high (distribution port = port + 20000)"
-	local dir="$KM_STATE/rabbitmq"
+	local dir
+	dir="$(km_store_home rabbitmq)/rabbitmq"
 	mkdir -p "$dir/mnesia" "$dir/log"
 	printf '[].\n' >"$dir/enabled_plugins"
 	printf '# keymeter local stack: settings come from the environment (deploy/local/lib.sh)\n' >"$dir/rabbitmq-env.conf"
@@ -759,7 +784,8 @@ km_rabbit_up() {
 }
 
 km_rabbit_down() {
-	local node pid dir="$KM_STATE/rabbitmq"
+	local node pid dir
+	dir="$(km_store_home rabbitmq)/rabbitmq"
 	node=$(km_rabbit_node)
 	km_record_has rabbitmq "$node" "$KM_AMQP_PORT" || return 0
 	if km_rabbit rabbitmqctl -q -n "$node" stop "$dir/rabbitmq.pid" >>"$KM_LOGS/rabbitmq-stop.log" 2>&1; then
@@ -849,7 +875,7 @@ km_admin_new_key() {
 # limiter still knows it. Prints the raw key. Needs the stack up and km_secrets loaded.
 km_admin_key() {
 	local plan_name=$1 limits=$2 file=$3 plan_id key="" code=""
-	km_need_cmd python3 python3-minimal
+	km_need_cmd python3 python3
 	# The bootstrap token is stored by key-admin in the background: wait until it works.
 	km_wait 15 km_admin_curl "/v1/plans?limit=1" -o /dev/null ||
 		km_die "the admin API does not accept the bootstrap token (see $(km_rel "$KM_LOGS/key-admin.log"))"
@@ -858,12 +884,14 @@ km_admin_key() {
 		plan_id=$(km_admin_curl /v1/plans -H 'content-type: application/json' \
 			-d "{\"name\":\"$plan_name\",\"limits\":$limits}" |
 			python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+		[[ -n $plan_id ]] || km_die "could not create plan $plan_name through the admin API"
 		km_log "created plan $plan_name ($plan_id)" >&2
 	fi
 	[[ -f $file ]] && key=$(sed -n 's/^KEY=//p' "$file")
 	[[ -n $key ]] && code=$(km_peek "$key")
 	if [[ -z $key || $code == 401 ]]; then
 		key=$(km_admin_new_key "$plan_id" "$plan_name")
+		[[ -n $key ]] || km_die "could not create a $plan_name key through the admin API"
 		(umask 077 && printf 'KEY=%s\n' "$key" >"$file")
 		km_log "created a $plan_name key (kept in $(km_rel "$file"))" >&2
 	fi

@@ -55,6 +55,7 @@ if km_docker_wanted; then
 			km_log "$name: $url (docker compose logs $name)"
 		done
 		km_log "secrets: $(km_rel "$KM_SECRETS_FILE")"
+		"$KM_LIB_DIR/demo.sh"
 		exit 0
 	fi
 fi
