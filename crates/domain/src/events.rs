@@ -33,6 +33,9 @@ impl From<V1> for u64 {
 /// Most entries one batch may carry; a limiter splits larger flushes.
 pub const MAX_BATCH_ENTRIES: usize = 10_000;
 
+/// Longest `source` (a limiter's instance name) a batch may carry, in bytes.
+pub const MAX_SOURCE_LEN: usize = 200;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EventError {
     #[error("not a valid event: {0}")]
@@ -73,8 +76,15 @@ impl UsageBatch {
     }
 
     pub fn check(&self) -> Result<(), EventError> {
-        if self.source.is_empty() {
-            return Err(EventError::Impossible("empty source".into()));
+        // The instance name of a limiter; Postgres text refuses NUL, so a control character
+        // would fail the write every time instead of being refused here once.
+        if self.source.is_empty()
+            || self.source.len() > MAX_SOURCE_LEN
+            || self.source.chars().any(char::is_control)
+        {
+            return Err(EventError::Impossible(format!(
+                "source must be 1 to {MAX_SOURCE_LEN} bytes without control characters"
+            )));
         }
         if self.entries.is_empty() || self.entries.len() > MAX_BATCH_ENTRIES {
             return Err(EventError::Impossible(format!(
@@ -196,6 +206,32 @@ mod tests {
         let empty = BATCH.replace(r#""allowed":3,"denied":1"#, r#""allowed":0,"denied":0"#);
         assert!(matches!(
             UsageBatch::decode(empty.as_bytes()),
+            Err(EventError::Impossible(_))
+        ));
+    }
+
+    #[test]
+    fn refuses_a_source_postgres_could_not_store() {
+        let batch = UsageBatch::decode(BATCH.as_bytes()).unwrap();
+        let long = "l".repeat(MAX_SOURCE_LEN + 1);
+        for source in ["", "a\u{0}b", "line\nbreak", long.as_str()] {
+            let bad = UsageBatch {
+                source: source.to_owned(),
+                ..batch.clone()
+            };
+            assert!(
+                matches!(bad.check(), Err(EventError::Impossible(_))),
+                "{source:?}"
+            );
+        }
+        let nul_in_json = BATCH.replacen(
+            &format!("\"source\":\"{}\"", batch.source),
+            "\"source\":\"a\\u0000\"",
+            1,
+        );
+        assert_ne!(nul_in_json, BATCH, "the JSON has a NUL in its source");
+        assert!(matches!(
+            UsageBatch::decode(nul_in_json.as_bytes()),
             Err(EventError::Impossible(_))
         ));
     }

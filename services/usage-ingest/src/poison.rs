@@ -14,7 +14,8 @@ pub const REASON_HEADER: &str = "x-keymeter-reason";
 /// Why a message is poison.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Poison {
-    /// A short, stable label for the metric: `malformed`, `impossible` or `too_old`.
+    /// A short, stable label for the metric: `malformed`, `impossible`, `too_old` or
+    /// `out_of_range`.
     pub kind: &'static str,
     pub detail: String,
 }
@@ -37,10 +38,39 @@ pub fn judge(
             detail,
         },
     })?;
-    match too_old(&batch, now, dedup_window) {
+    match too_old(&batch, now, dedup_window).or_else(|| out_of_range(&batch, now, dedup_window)) {
         Some(poison) => Err(poison),
         None => Ok(batch),
     }
+}
+
+/// How far ahead of this host's clock a minute may be (the limiters stamp minutes with
+/// Redis's clock).
+const CLOCK_SKEW: chrono::Duration = chrono::Duration::hours(1);
+
+/// `out_of_range` poison when an entry's minute is more than `CLOCK_SKEW` ahead, or older
+/// than the dedup window and a day: no limiter holds usage that long in a batch it still
+/// makes, and every such day would get a partition of its own.
+pub fn out_of_range(
+    batch: &UsageBatch,
+    now: DateTime<Utc>,
+    dedup_window: Duration,
+) -> Option<Poison> {
+    let oldest = chrono::Duration::from_std(dedup_window)
+        .ok()
+        .and_then(|window| now.checked_sub_signed(window + chrono::Duration::days(1)))?;
+    let latest = now + CLOCK_SKEW;
+    let outside = batch
+        .entries
+        .iter()
+        .find(|entry| entry.minute < oldest || entry.minute > latest)?;
+    Some(Poison {
+        kind: "out_of_range",
+        detail: format!(
+            "minute {} is outside {oldest} to {latest} (this host's clock)",
+            outside.minute
+        ),
+    })
 }
 
 /// `too_old` poison when the batch's id says it was made longer ago than `dedup_window`.
@@ -120,9 +150,19 @@ mod tests {
     use uuid::Uuid;
 
     fn body(batch_id: Uuid) -> String {
+        body_at(batch_id, this_minute())
+    }
+
+    fn this_minute() -> DateTime<Utc> {
+        let now = Utc::now().timestamp() / 60 * 60;
+        DateTime::from_timestamp(now, 0).unwrap()
+    }
+
+    fn body_at(batch_id: Uuid, minute: DateTime<Utc>) -> String {
         format!(
-            r#"{{"v":1,"batch_id":"{batch_id}","source":"a","entries":[{{"key_id":"{}","minute":"2026-11-28T10:05:00Z","allowed":1,"denied":0,"cost":1}}]}}"#,
-            Uuid::nil()
+            r#"{{"v":1,"batch_id":"{batch_id}","source":"a","entries":[{{"key_id":"{}","minute":"{}","allowed":1,"denied":0,"cost":1}}]}}"#,
+            Uuid::nil(),
+            minute.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         )
     }
 
@@ -158,5 +198,32 @@ mod tests {
         );
         // A v4 id carries no time: it is counted, deduplicated while its id is remembered.
         assert!(judge(body(Uuid::new_v4()).as_bytes(), later, window).is_ok());
+    }
+
+    #[test]
+    fn refuses_minutes_far_from_now() {
+        let window = Duration::from_secs(3600);
+        let now = Utc::now();
+        let judged = |minute: DateTime<Utc>| {
+            judge(body_at(Uuid::now_v7(), minute).as_bytes(), now, window).map_err(|p| p.kind)
+        };
+        let minute = this_minute();
+        assert!(judged(minute - chrono::Duration::hours(24)).is_ok());
+        assert!(judged(minute + chrono::Duration::minutes(30)).is_ok());
+        assert_eq!(
+            judged(minute - chrono::Duration::hours(26)),
+            Err("out_of_range"),
+            "older than the dedup window and a day"
+        );
+        assert_eq!(
+            judged(minute + chrono::Duration::hours(2)),
+            Err("out_of_range"),
+            "ahead of this host's clock by more than an hour"
+        );
+        assert_eq!(
+            judged(DateTime::from_timestamp(253_402_300_740, 0).unwrap()),
+            Err("out_of_range"),
+            "9999-12-31 23:59, a day no partition should be made for"
+        );
     }
 }
