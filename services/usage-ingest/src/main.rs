@@ -29,6 +29,19 @@ async fn main() -> anyhow::Result<()> {
         args.worker(),
         shutdown.clone(),
     ));
+    // The worker returns only once told to stop. Ending before that is a panic, and a process
+    // that still answers /readyz but counts nothing must not stay in its Service: exit, and
+    // let the orchestrator start it again (the batches in hand were never acked).
+    let worker = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let ended = worker.await;
+            if !shutdown.is_cancelled() {
+                tracing::error!(?ended, "the usage worker stopped on its own; exiting");
+                std::process::exit(70);
+            }
+        })
+    };
     let readiness = Readiness::new().with_postgres(pool).with_rabbitmq(rabbit);
     let served = service_kit::server::serve("usage-ingest", args.listen, readiness, |_| {}).await;
     // SIGTERM stopped the server; the worker counts and acks the batches in hand, then stops.

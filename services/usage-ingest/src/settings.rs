@@ -45,7 +45,8 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub max_batches: u64,
     /// How long the worker waits for more batches once one arrived (milliseconds).
-    #[arg(long, env = "KEYMETER_INGEST_LINGER_MS", default_value_t = 20)]
+    #[arg(long, env = "KEYMETER_INGEST_LINGER_MS", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub linger_ms: u64,
     /// How long a batch id is remembered (hours). A batch made longer ago than this is
     /// dead-lettered as `too_old` rather than risk counting it twice.

@@ -5,7 +5,7 @@
 use std::time::Duration;
 use tracing::Instrument;
 
-use chrono::{NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use diesel_async::AsyncConnection;
 use storage::postgres::{PgPool, PostgresError};
 use storage::repositories::usage;
@@ -38,8 +38,15 @@ pub async fn run_once(
     let first = today - chrono::Days::new(1);
     let days = i32::try_from(settings.days_ahead.saturating_add(2)).unwrap_or(i32::MAX);
     let cutoff = today - chrono::Days::new(u64::from(settings.retention_days));
+    // Batch ids are judged too old by their maker's clock (a limiter's) and forgotten by this
+    // host's: the margin (the window itself, at most a day) keeps a limiter whose clock runs
+    // ahead from getting a batch counted twice near the end of the window.
+    let window = chrono::Duration::from_std(settings.dedup_window).unwrap_or(chrono::Duration::MAX);
+    let margin = window.min(chrono::Duration::days(1));
     let forget_before = Utc::now()
-        - chrono::Duration::from_std(settings.dedup_window).unwrap_or(chrono::Duration::MAX);
+        .checked_sub_signed(window)
+        .and_then(|at| at.checked_sub_signed(margin))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
     let report = conn
         .transaction::<_, diesel::result::Error, _>(async |conn| {
             let created = usage::ensure_partitions(conn, first, days).await?;
