@@ -379,13 +379,14 @@ async fn upkeep_creates_partitions_ahead_drops_old_ones_and_forgets_old_batch_id
         (0, 0),
         "a second round changes nothing"
     );
-    let left: Vec<Name> = diesel::sql_query("SELECT source AS name FROM ingested_batches")
-        .load(&mut conn)
-        .await
-        .unwrap();
+    let left: Vec<Name> =
+        diesel::sql_query("SELECT source AS name FROM ingested_batches ORDER BY source")
+            .load(&mut conn)
+            .await
+            .unwrap();
     assert_eq!(
         left.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
-        ["new"]
+        ["margin", "new"]
     );
 }
 
