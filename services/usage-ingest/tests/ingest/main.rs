@@ -297,22 +297,103 @@ async fn usage_rows(conn: &mut diesel_async::AsyncPgConnection) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_in_hand_at_shutdown_is_counted_and_the_rest_stay_queued() {
     let mut ingest = Ingest::start().await;
-    let b = batch(vec![(Uuid::now_v7(), minute(0), 2, 1, 2)]);
-    ingest.publish(&serde_json::to_vec(&b).unwrap()).await;
-    let want = Totals {
+    // Another transaction holds the dedup table: the worker's write of the first batch
+    // waits on it, so that batch is in hand, mid-write, when the stop comes.
+    let mut blocker = ingest.db.connection().await;
+    diesel::sql_query("BEGIN")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    diesel::sql_query("LOCK TABLE ingested_batches IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let first = batch(vec![(Uuid::now_v7(), minute(0), 2, 1, 2)]);
+    ingest.publish(&serde_json::to_vec(&first).unwrap()).await;
+    let mut watcher = ingest.db.connection().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        #[derive(QueryableByName)]
+        struct Waiting {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        let waiting: Waiting = diesel::sql_query(
+            "SELECT count(*)::int8 AS n FROM pg_locks \
+             WHERE NOT granted AND relation = 'ingested_batches'::regclass",
+        )
+        .get_result(&mut watcher)
+        .await
+        .unwrap();
+        if waiting.n > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the write never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // SIGTERM's part: the worker is told to stop while its write waits; a second batch
+    // arrives after that.
+    ingest.shutdown.cancel();
+    let second = batch(vec![(Uuid::now_v7(), minute(0), 1, 0, 1)]);
+    ingest.publish(&serde_json::to_vec(&second).unwrap()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    diesel::sql_query("COMMIT")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    ingest.stop_worker().await;
+
+    let first_only = Totals {
         rows: 1,
         allowed: 2,
         denied: 1,
         cost: 2,
         batches: 1,
     };
-    assert_eq!(settle(&ingest.db, &want).await, want);
-    ingest.stop_worker().await;
-    // After the stop, a batch waits in the queue for the next worker.
-    let later = batch(vec![(Uuid::now_v7(), minute(0), 1, 0, 1)]);
-    ingest.publish(&serde_json::to_vec(&later).unwrap()).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(totals(&ingest.db).await, want);
+    assert_eq!(
+        totals(&ingest.db).await,
+        first_only,
+        "the batch in hand is counted"
+    );
+    let channel = ingest.rabbit.connection.create_channel().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let queue = channel
+            .queue_declare(
+                ingest.rabbit.topology.usage_queue().as_str().into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..lapin::options::QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        if queue.message_count() == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the second batch is not back in the queue: {} ready",
+            queue.message_count()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The next worker counts the second one, once.
+    ingest.start_worker();
+    let both = Totals {
+        rows: 2,
+        allowed: 3,
+        denied: 1,
+        cost: 3,
+        batches: 2,
+    };
+    assert_eq!(settle(&ingest.db, &both).await, both);
     ingest.stop().await;
 }
 
