@@ -156,24 +156,10 @@ pub fn kill_node(addr: &str) {
 /// The names and values (as text, whatever their type) of every key under `prefix`, read
 /// node by node: tests use it to look for anything that must not be in Redis.
 pub async fn dump_prefix(cluster: &RedisCluster, prefix: &str) -> Vec<(String, String)> {
-    use deadpool_redis::redis::{AsyncCommands, AsyncIter, Value};
+    use deadpool_redis::redis::Value;
     let mut dump = Vec::new();
     for addr in cluster_masters(cluster).await {
-        let client =
-            deadpool_redis::redis::Client::open(format!("redis://{addr}")).expect("node url");
-        let mut conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("node connection");
-        let keys: Vec<String> = {
-            let mut iter: AsyncIter<String> =
-                conn.scan_match(format!("{prefix}*")).await.expect("scan");
-            let mut keys = Vec::new();
-            while let Some(item) = iter.next_item().await {
-                keys.push(item.expect("scan item"));
-            }
-            keys
-        };
+        let (mut conn, keys) = keys_on(&addr, prefix).await;
         for key in keys {
             let kind: String = deadpool_redis::redis::cmd("TYPE")
                 .arg(&key)
@@ -210,21 +196,7 @@ pub async fn delete_prefix(cluster: &RedisCluster, prefix: &str) -> usize {
 /// Deletes every key under `prefix` on the master at `host:port` alone (its replica follows):
 /// what that shard holds of a test's data is gone, as if it had restarted empty.
 pub async fn delete_prefix_on(addr: &str, prefix: &str) -> usize {
-    use deadpool_redis::redis::{AsyncCommands, AsyncIter};
-    let client = deadpool_redis::redis::Client::open(format!("redis://{addr}")).expect("node url");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("node connection");
-    let keys: Vec<String> = {
-        let mut iter: AsyncIter<String> =
-            conn.scan_match(format!("{prefix}*")).await.expect("scan");
-        let mut keys = Vec::new();
-        while let Some(item) = iter.next_item().await {
-            keys.push(item.expect("scan item"));
-        }
-        keys
-    };
+    let (mut conn, keys) = keys_on(addr, prefix).await;
     if keys.is_empty() {
         return 0;
     }
@@ -235,4 +207,30 @@ pub async fn delete_prefix_on(addr: &str, prefix: &str) -> usize {
     }
     let deleted: Vec<usize> = pipe.query_async(&mut conn).await.expect("del");
     deleted.into_iter().sum()
+}
+
+/// A connection to the node at `host:port` and the keys under `prefix` it holds.
+async fn keys_on(
+    addr: &str,
+    prefix: &str,
+) -> (
+    deadpool_redis::redis::aio::MultiplexedConnection,
+    Vec<String>,
+) {
+    use deadpool_redis::redis::{AsyncCommands, AsyncIter};
+    let client = deadpool_redis::redis::Client::open(format!("redis://{addr}")).expect("node url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("node connection");
+    let keys = {
+        let mut iter: AsyncIter<String> =
+            conn.scan_match(format!("{prefix}*")).await.expect("scan");
+        let mut keys = Vec::new();
+        while let Some(item) = iter.next_item().await {
+            keys.push(item.expect("scan item"));
+        }
+        keys
+    };
+    (conn, keys)
 }

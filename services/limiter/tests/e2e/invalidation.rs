@@ -5,72 +5,31 @@
 
 use std::time::{Duration, Instant};
 
-use domain::{Algorithm, ApiKey, KeyPrefix, KeyRecord, Limit, Pepper};
+use domain::{Algorithm, Limit};
 use serde_json::json;
-use storage::redis_cluster::projection::{self, KeyLayout};
-use storage::redis_cluster::{RedisCluster, RedisSettings};
-use test_support::{Private, PrivateStores, ServiceProcess, TEST_PEPPER};
+use test_support::ServiceProcess;
+
+use crate::own_broker::OwnBroker;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_revoked_while_rabbitmq_is_away_is_refused_once_it_is_back() {
-    let addr = test_support::free_addr();
-    let stores = PrivateStores::start_some(
-        [
-            &test_support::free_addr(),
-            &addr,
-            &test_support::free_addr(),
-        ],
-        Private {
-            postgres: false,
-            rabbitmq: true,
-            redis: false,
-        },
-    );
-    let redis = RedisCluster::new(RedisSettings::new(test_support::redis_nodes())).unwrap();
-    let prefix = format!("t{}", test_support::unique_name());
-    let layout = KeyLayout::new(prefix.clone());
-    let pepper = Pepper::from_hex(TEST_PEPPER).unwrap();
-    let key = ApiKey::generate(&KeyPrefix::default());
-    let hash = pepper.hash_key(&key);
-    let mut record = KeyRecord {
-        v: domain::events::V1,
-        key_id: uuid::Uuid::now_v7(),
-        plan_id: uuid::Uuid::now_v7(),
-        owner_id: None,
-        enabled: true,
-        revoked: false,
-        expires_at: None,
-        limits: vec![Limit {
+    let broker = OwnBroker::start();
+    let (key, mut record) = crate::put_key_record(
+        &broker.redis,
+        &broker.layout,
+        vec![Limit {
             name: "m".into(),
             algorithm: Algorithm::FixedWindow,
             limit: 1_000_000,
             window_ms: 60_000,
             burst: None,
         }],
-        credits: None,
-        metadata: json!({}),
-    };
-    projection::put_key(&redis, &layout, &record, hash.as_str(), None)
-        .await
-        .unwrap();
-    projection::set_epoch(&redis, &layout, "test")
-        .await
-        .unwrap();
-
-    let mut command = test_support::service_command(crate::BINARY);
-    command
-        .arg("serve")
-        .env("KEYMETER_LIMITER_LISTEN", addr.to_string())
-        .env(
-            "KEYMETER_REDIS_NODES",
-            test_support::redis_nodes().join(","),
-        )
-        .env("KEYMETER_REDIS_PREFIX", &prefix)
-        .env("KEYMETER_AMQP_URL", &stores.amqp_url)
-        .env("KEYMETER_PEPPER", TEST_PEPPER)
-        // Ten minutes: only a dropped cache can explain a refusal within this test.
-        .env("KEYMETER_CACHE_TTL_MS", "600000");
-    let limiter = ServiceProcess::start(command, addr).await;
+    )
+    .await;
+    let mut command = broker.limiter_command();
+    // Ten minutes: only a dropped cache can explain a refusal within this test.
+    command.env("KEYMETER_CACHE_TTL_MS", "600000");
+    let limiter = ServiceProcess::start(command, broker.addr).await;
     let client = reqwest::Client::new();
     let check = || async {
         let response = client
@@ -84,7 +43,7 @@ async fn a_key_revoked_while_rabbitmq_is_away_is_refused_once_it_is_back() {
         (status, body["code"].as_str().unwrap_or_default().to_owned())
     };
 
-    stores.store("stop", "rabbitmq");
+    broker.stores.store("stop", "rabbitmq");
     // The limiter has seen the broker go (its own drop of the cache on that is past).
     let gone = Instant::now();
     loop {
@@ -104,10 +63,8 @@ async fn a_key_revoked_while_rabbitmq_is_away_is_refused_once_it_is_back() {
     // key-admin would revoke it in Redis and keep the event until the broker is back; the
     // event may never reach this instance (its queue is new once it reconnects).
     record.revoked = true;
-    projection::put_key(&redis, &layout, &record, hash.as_str(), None)
-        .await
-        .unwrap();
-    stores.store("start", "rabbitmq");
+    crate::rewrite_key(&broker.redis, &broker.layout, &key, &record).await;
+    broker.stores.store("start", "rabbitmq");
     let back = Instant::now();
     loop {
         let (status, code) = check().await;
@@ -124,6 +81,5 @@ async fn a_key_revoked_while_rabbitmq_is_away_is_refused_once_it_is_back() {
     }
     eprintln!("REVOKED {:?} after the broker was back", back.elapsed());
     drop(limiter);
-    test_support::delete_prefix(&redis, &prefix).await;
-    drop(stores);
+    broker.cleanup().await;
 }

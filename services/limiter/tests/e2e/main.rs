@@ -10,6 +10,7 @@ mod failover;
 mod fleet;
 mod invalidation;
 mod nginx;
+mod own_broker;
 mod shard_loss;
 mod traces;
 mod usage;
@@ -42,14 +43,23 @@ pub fn metric(text: &str, name: &str, label: &str) -> f64 {
 }
 
 /// A key whose record is written into the projection under `layout`, as key-admin's relay
-/// would write it, with these limits; with the projection's epoch marker, which key-admin
-/// keeps there (without it a missing key is a store failure, not an unknown key).
+/// would write it, with these limits; with the projection's epoch markers, which key-admin
+/// keeps there (without them a missing key is a store failure, not an unknown key).
 pub async fn put_key(
     redis: &storage::redis_cluster::RedisCluster,
     layout: &storage::redis_cluster::KeyLayout,
     limits: Vec<domain::Limit>,
 ) -> (domain::ApiKey, uuid::Uuid) {
-    let pepper = domain::Pepper::from_hex(TEST_PEPPER).unwrap();
+    let (key, record) = put_key_record(redis, layout, limits).await;
+    (key, record.key_id)
+}
+
+/// As `put_key`, returning the record, which `rewrite_key` can write again changed.
+pub async fn put_key_record(
+    redis: &storage::redis_cluster::RedisCluster,
+    layout: &storage::redis_cluster::KeyLayout,
+    limits: Vec<domain::Limit>,
+) -> (domain::ApiKey, domain::KeyRecord) {
     let key = domain::ApiKey::generate(&domain::KeyPrefix::default());
     let record = domain::KeyRecord {
         v: domain::events::V1,
@@ -63,19 +73,30 @@ pub async fn put_key(
         credits: None,
         metadata: serde_json::json!({}),
     };
+    rewrite_key(redis, layout, &key, &record).await;
+    storage::redis_cluster::projection::set_epoch(redis, layout, "test")
+        .await
+        .unwrap();
+    (key, record)
+}
+
+/// Writes `key`'s record, as the relay does on a change; no key event is sent.
+pub async fn rewrite_key(
+    redis: &storage::redis_cluster::RedisCluster,
+    layout: &storage::redis_cluster::KeyLayout,
+    key: &domain::ApiKey,
+    record: &domain::KeyRecord,
+) {
+    let pepper = domain::Pepper::from_hex(TEST_PEPPER).unwrap();
     storage::redis_cluster::projection::put_key(
         redis,
         layout,
-        &record,
-        pepper.hash_key(&key).as_str(),
+        record,
+        pepper.hash_key(key).as_str(),
         None,
     )
     .await
     .unwrap();
-    storage::redis_cluster::projection::set_epoch(redis, layout, "test")
-        .await
-        .unwrap();
-    (key, record.key_id)
 }
 
 /// `limiter serve` on a free port with the test's own Redis prefix and RabbitMQ names.

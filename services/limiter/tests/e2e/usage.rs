@@ -7,7 +7,9 @@ use futures_util::StreamExt;
 use serde_json::json;
 use storage::redis_cluster::projection::KeyLayout;
 use storage::redis_cluster::{RedisCluster, RedisSettings};
-use test_support::{Private, PrivateStores, ServiceProcess};
+use test_support::{PrivateStores, ServiceProcess};
+
+use crate::own_broker::OwnBroker;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_publishes_every_counted_request_exactly() {
@@ -89,25 +91,10 @@ async fn sigterm_publishes_every_counted_request_exactly() {
 /// well inside Kubernetes' grace period, instead of being SIGKILLed with nothing said.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_exits_by_the_flush_deadline_while_rabbitmq_hangs() {
-    let addr = test_support::free_addr();
-    let stores = PrivateStores::start_some(
-        [
-            &test_support::free_addr(),
-            &addr,
-            &test_support::free_addr(),
-        ],
-        Private {
-            postgres: false,
-            rabbitmq: true,
-            redis: false,
-        },
-    );
-    let redis = RedisCluster::new(RedisSettings::new(test_support::redis_nodes())).unwrap();
-    let prefix = format!("t{}", test_support::unique_name());
-    let layout = KeyLayout::new(prefix.clone());
+    let broker = OwnBroker::start();
     let (key, _) = crate::put_key(
-        &redis,
-        &layout,
+        &broker.redis,
+        &broker.layout,
         vec![Limit {
             name: "m".into(),
             algorithm: Algorithm::FixedWindow,
@@ -117,24 +104,15 @@ async fn sigterm_exits_by_the_flush_deadline_while_rabbitmq_hangs() {
         }],
     )
     .await;
-    let log_path = std::env::temp_dir().join(format!("limiter-{prefix}.log"));
-    let mut command = test_support::service_command(crate::BINARY);
+    let log_path = std::env::temp_dir().join(format!("limiter-{}.log", broker.layout.prefix()));
+    let mut command = broker.limiter_command();
     command
-        .arg("serve")
-        .env("KEYMETER_LIMITER_LISTEN", addr.to_string())
-        .env(
-            "KEYMETER_REDIS_NODES",
-            test_support::redis_nodes().join(","),
-        )
-        .env("KEYMETER_REDIS_PREFIX", &prefix)
-        .env("KEYMETER_AMQP_URL", &stores.amqp_url)
-        .env("KEYMETER_PEPPER", test_support::TEST_PEPPER)
         // Only the flush at shutdown would publish within this test.
         .env("KEYMETER_USAGE_FLUSH_MS", "600000")
         .stderr(std::process::Stdio::from(
             std::fs::File::create(&log_path).unwrap(),
         ));
-    let limiter = ServiceProcess::start_with_own_stderr(command, addr).await;
+    let limiter = ServiceProcess::start_with_own_stderr(command, broker.addr).await;
     let client = reqwest::Client::new();
     for _ in 0..20 {
         let status = client
@@ -158,8 +136,8 @@ async fn sigterm_exits_by_the_flush_deadline_while_rabbitmq_hangs() {
             }
         }
     }
-    stores.signal_rabbitmq("STOP").unwrap();
-    let resume = Resume(&stores);
+    broker.stores.signal_rabbitmq("STOP").unwrap();
+    let resume = Resume(&broker.stores);
     let terminated_at = std::time::Instant::now();
     let exit = limiter.terminate().await;
     let took = terminated_at.elapsed();
@@ -178,6 +156,5 @@ async fn sigterm_exits_by_the_flush_deadline_while_rabbitmq_hangs() {
         "took {took:?} to exit after SIGTERM"
     );
     eprintln!("exited {took:?} after SIGTERM with the broker hung");
-    test_support::delete_prefix(&redis, &prefix).await;
-    drop(stores);
+    broker.cleanup().await;
 }
