@@ -52,7 +52,11 @@ km_postgres_down
 
 if ((purge)); then
 	case $KM_STATE in
-	"$KM_ROOT"/.local/stack-?*) rm -rf "$KM_STATE" "/var/tmp/keymeter/${KM_STATE##*/}" ;;
+	"$KM_ROOT"/.local/stack-?*)
+		rm -rf "$KM_STATE"
+		# Where km_store_home put postgres and rabbitmq when their users could not reach it.
+		rm -rf "$(km_tmp_home)"
+		;;
 	*) km_die "refusing to delete $KM_STATE" ;;
 	esac
 	km_log "purged $(km_rel "$KM_STATE")"

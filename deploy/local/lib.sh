@@ -176,15 +176,29 @@ km_state_init() {
 	touch "$KM_RECORD"
 }
 
+# km_tmp_home: this stack's folder under /var/tmp/keymeter (see km_store_home).
+km_tmp_home() {
+	printf '/var/tmp/keymeter/%s-%s' "${KM_STATE##*/}" "$(printf '%s' "$KM_ROOT" | cksum | cut -d' ' -f1)"
+}
+
 # km_store_home USER: where the server that runs as USER (postgres, rabbitmq) keeps its data
 # and logs: the stack's state folder when USER can reach it; otherwise (root's checkout
 # under /root, mode 700) a folder of the stack's own under /var/tmp/keymeter.
 km_store_home() {
 	if km_as_user "$1" test -x "$KM_STATE" 2>/dev/null; then
 		printf '%s' "$KM_STATE"
-	else
-		printf '%s' "/var/tmp/keymeter/${KM_STATE##*/}"
+		return 0
 	fi
+	# Named after the checkout too, so two checkouts with the same settings do not share
+	# it; /var/tmp is world-writable, so the folder must be root's own, not a symlink.
+	local base=/var/tmp/keymeter home
+	home=$(km_tmp_home)
+	km_as_root install -d -m 0755 "$base"
+	if [[ -L $base || -L $home || $(stat -c %u "$base") != 0 ]] ||
+		{ [[ -e $home ]] && [[ $(stat -c %u "$home") != 0 ]]; }; then
+		km_die "$base or $home is a symlink or not root's own; remove it and run again"
+	fi
+	printf '%s' "$home"
 }
 
 # One up.sh/down.sh at a time per stack. The lock is fd 9: every server or service we
@@ -433,9 +447,10 @@ km_postgres_up() {
 		if ! bindir=$(km_pg_bindir); then
 			# Debian's package would create and start a "main" cluster that asks for a
 			# password over TCP; this stack runs its own with trust auth instead.
-			km_as_root mkdir -p /etc/postgresql-common/createcluster.conf.d
+			# (postgresql-common reads createcluster.d; the setting stays for later installs.)
+			km_as_root mkdir -p /etc/postgresql-common/createcluster.d
 			echo 'create_main_cluster = false' |
-				km_as_root tee /etc/postgresql-common/createcluster.conf.d/keymeter.conf >/dev/null
+				km_as_root tee /etc/postgresql-common/createcluster.d/keymeter.conf >/dev/null
 			km_apt_install postgresql
 			# The package may have started its own cluster on this very port.
 			if km_pg_ready; then
@@ -875,7 +890,8 @@ km_admin_new_key() {
 # limiter still knows it. Prints the raw key. Needs the stack up and km_secrets loaded.
 km_admin_key() {
 	local plan_name=$1 limits=$2 file=$3 plan_id key="" code=""
-	km_need_cmd python3 python3
+	# python3-minimal alone has no json module.
+	python3 -c 'import json' 2>/dev/null || km_apt_install python3
 	# The bootstrap token is stored by key-admin in the background: wait until it works.
 	km_wait 15 km_admin_curl "/v1/plans?limit=1" -o /dev/null ||
 		km_die "the admin API does not accept the bootstrap token (see $(km_rel "$KM_LOGS/key-admin.log"))"
