@@ -199,6 +199,25 @@ impl TestApp {
         created
     }
 
+    /// `count` keys on `plan`, each waited for until the relay has projected it; their raw
+    /// keys.
+    pub async fn create_projected_keys(&self, plan: &Value, count: usize) -> Vec<String> {
+        let mut raws = Vec::with_capacity(count);
+        for _ in 0..count {
+            let key = self
+                .create_key(serde_json::json!({"plan_id": plan["id"]}))
+                .await;
+            raws.push(key["key"].as_str().unwrap().to_owned());
+        }
+        for raw in &raws {
+            self.eventually("projected", || async {
+                self.record_of(raw).await.is_some()
+            })
+            .await;
+        }
+        raws
+    }
+
     /// The projection record for a raw key, if Redis has one.
     pub async fn record_of(&self, raw_key: &str) -> Option<KeyRecord> {
         let key = domain::ApiKey::parse(raw_key).unwrap();

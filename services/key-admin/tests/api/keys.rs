@@ -158,15 +158,7 @@ async fn patch_changes_and_clears_fields_and_follows_in_redis() {
 async fn plan_changes_reach_every_key_within_a_second() {
     let app = TestApp::spawn().await;
     let plan = app.default_plan().await;
-    let mut raws = Vec::new();
-    for _ in 0..3 {
-        let key = app.create_key(json!({"plan_id": plan["id"]})).await;
-        raws.push(key["key"].as_str().unwrap().to_owned());
-    }
-    for raw in &raws {
-        app.eventually("projected", || async { app.record_of(raw).await.is_some() })
-            .await;
-    }
+    let raws = app.create_projected_keys(&plan, 3).await;
     let started = std::time::Instant::now();
     let (status, _) = app
         .patch(

@@ -135,15 +135,7 @@ async fn a_lost_projection_is_rebuilt_without_anyone_acting() {
 async fn one_shard_that_lost_its_data_is_noticed_and_rebuilt() {
     let app = TestApp::spawn().await;
     let plan = app.default_plan().await;
-    let mut keys = Vec::new();
-    for _ in 0..8 {
-        let key = app.create_key(json!({"plan_id": plan["id"]})).await;
-        keys.push(key["key"].as_str().unwrap().to_owned());
-    }
-    for raw in &keys {
-        app.eventually("projected", || async { app.record_of(raw).await.is_some() })
-            .await;
-    }
+    let keys = app.create_projected_keys(&plan, 8).await;
     app.eventually("epoch written", || async {
         app.groups_lost().await.is_empty()
     })
