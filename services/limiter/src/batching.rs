@@ -171,7 +171,7 @@ impl CheckBatcher {
         };
         self.count_call();
         let judged = check::check(&self.redis, &self.layout, request).await;
-        self.report(&judged);
+        self.breaker.report(&judged);
         judged.map_err(Arc::new)
     }
 
@@ -192,7 +192,7 @@ impl CheckBatcher {
         let judged = check::check_many(&self.redis, &self.layout, key, &costs)
             .instrument(first.span.clone())
             .await;
-        self.report(&judged);
+        self.breaker.report(&judged);
         // A send fails only when the caller is gone; its check was judged all the same,
         // as it would have been had it been alone.
         match judged {
@@ -215,19 +215,6 @@ impl CheckBatcher {
     fn count_call(&self) {
         self.calls.fetch_add(1, Ordering::Relaxed);
         counters().script_calls.increment(1);
-    }
-
-    /// The breaker and the error count hear once per script call, however many checks it
-    /// judged.
-    fn report<T>(&self, judged: &Result<T, RedisClusterError>) {
-        match judged {
-            // A missing balance is an answer: Redis is up.
-            Ok(_) | Err(RedisClusterError::CreditsLost) => self.breaker.succeeded(),
-            Err(error) => {
-                counters().redis_failed(error);
-                self.breaker.failed();
-            }
-        }
     }
 
     /// The next checks of the key that share one set of limits, at most `max_batch`;

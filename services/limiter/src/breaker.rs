@@ -9,6 +9,10 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use storage::redis_cluster::RedisClusterError;
+
+use crate::metrics::counters;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     Closed,
@@ -114,6 +118,18 @@ impl Breaker {
             inner.probe_sent = None;
             inner.reported = false;
             metrics::gauge!("keymeter_breaker_open").set(1.0);
+        }
+    }
+
+    /// Hears how one call to Redis went: an error counts as a failure (and in
+    /// `keymeter_redis_errors_total`), except a missing credit balance, which Redis answered.
+    pub fn report<T>(&self, result: &Result<T, RedisClusterError>) {
+        match result {
+            Ok(_) | Err(RedisClusterError::CreditsLost) => self.succeeded(),
+            Err(error) => {
+                counters().redis_failed(error);
+                self.failed();
+            }
         }
     }
 

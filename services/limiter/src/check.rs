@@ -129,15 +129,10 @@ impl Checker {
             if !self.breaker.allow() {
                 return Err(RedisClusterError::Config("circuit breaker open".into()));
             }
-            let failed = |error: &RedisClusterError| {
-                counters().redis_failed(error);
-                self.breaker.failed();
-            };
-            let stored = projection::get_key(&self.redis, &self.layout, hash.as_str())
-                .await
-                .inspect_err(failed)?;
-            // Redis answered, even when it lost the projection.
-            self.breaker.succeeded();
+            let stored = projection::get_key(&self.redis, &self.layout, hash.as_str()).await;
+            // A lost projection is still an answer from Redis.
+            self.breaker.report(&stored);
+            let stored = stored?;
             Ok::<_, RedisClusterError>(match stored {
                 StoredRecord::Found(text) => match KeyRecord::decode(&text) {
                     Ok(record) => Cached::Known(Arc::new(record)),
