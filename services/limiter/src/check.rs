@@ -13,6 +13,7 @@ use storage::redis_cluster::{RedisCluster, RedisClusterError};
 use crate::batching::CheckBatcher;
 use crate::breaker::Breaker;
 use crate::key_cache::{Cached, KeyCache};
+use crate::log_throttle::LogThrottle;
 use crate::metrics::counters;
 use crate::settings::FailurePolicy;
 use crate::usage::UsageAggregator;
@@ -156,7 +157,10 @@ impl Checker {
                     RedisClusterError::ProjectionLost | RedisClusterError::UnreadableRecord(_)
                 ) =>
             {
-                tracing::warn!(%error, "a key whose record Redis cannot give");
+                static LOG: LogThrottle = LogThrottle::new();
+                if let Some(left_out) = LOG.permit() {
+                    tracing::warn!(%error, left_out, "a key whose record Redis cannot give");
+                }
                 return Decision::early(Code::Unavailable);
             }
             Err(error) => return self.store_failed(&*error, None),
@@ -228,7 +232,10 @@ impl Checker {
         error: &dyn std::fmt::Display,
         record: Option<Arc<KeyRecord>>,
     ) -> Decision {
-        tracing::warn!(%error, policy = ?self.failure_policy, "redis unavailable for a check");
+        static LOG: LogThrottle = LogThrottle::new();
+        if let Some(left_out) = LOG.permit() {
+            tracing::warn!(%error, policy = ?self.failure_policy, left_out, "redis unavailable for a check");
+        }
         match self.failure_policy {
             FailurePolicy::Open => {
                 counters().degraded.increment(1);

@@ -8,6 +8,7 @@ pub mod check;
 pub mod deny_cache;
 pub mod invalidation;
 pub mod key_cache;
+pub mod log_throttle;
 pub mod metrics;
 pub mod routes;
 pub mod settings;
