@@ -24,6 +24,8 @@ use crate::operations::keys::{credits_of, effective_limits};
 
 const BATCH: i64 = 100;
 const PAGE: i64 = 500;
+/// Rows deleted per statement when old outbox rows are pruned.
+const PRUNE_CHUNK: i64 = 1_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -58,6 +60,9 @@ pub struct Relay {
     wakeup: Arc<Notify>,
     pub poll_interval: Duration,
     pub epoch_check_interval: Duration,
+    /// How long a row stays in the outbox after its event went out; `None` keeps them all.
+    pub outbox_retention: Option<Duration>,
+    pub prune_interval: Duration,
 }
 
 impl Relay {
@@ -76,12 +81,15 @@ impl Relay {
             wakeup,
             poll_interval: Duration::from_millis(250),
             epoch_check_interval: Duration::from_secs(2),
+            outbox_retention: None,
+            prune_interval: Duration::from_secs(3600),
         }
     }
 
     /// Relays until `shutdown`, finishing the step in hand first.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut last_epoch_check: Option<Instant> = None;
+        let mut last_prune: Option<Instant> = None;
         let mut backoff = self.poll_interval;
         loop {
             tokio::select! {
@@ -95,6 +103,12 @@ impl Relay {
                     tracing::warn!(%error, "could not check the projection epoch");
                 }
             }
+            if last_prune.is_none_or(|at| at.elapsed() >= self.prune_interval) {
+                last_prune = Some(Instant::now());
+                if let Err(error) = self.prune_outbox().await {
+                    tracing::warn!(%error, "could not prune the outbox");
+                }
+            }
             match self.drain().await {
                 Ok(_) => backoff = self.poll_interval,
                 Err(error) => {
@@ -105,6 +119,26 @@ impl Relay {
             }
         }
         tracing::info!("outbox relay stopped");
+    }
+
+    /// Deletes the rows whose event went out longer than the retention ago, a chunk at a
+    /// time; returns how many. Rows not relayed yet are never touched.
+    pub async fn prune_outbox(&self) -> Result<usize, RelayError> {
+        let Some(retention) = self.outbox_retention else {
+            return Ok(0);
+        };
+        let cutoff = chrono::Utc::now()
+            - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+        let mut conn = self.pool.get().await?;
+        let mut pruned = 0;
+        loop {
+            let deleted = outbox::delete_processed_before(&mut conn, cutoff, PRUNE_CHUNK).await?;
+            pruned += deleted;
+            metrics::counter!("keymeter_outbox_pruned_total").increment(deleted as u64);
+            if deleted < PRUNE_CHUNK as usize {
+                return Ok(pruned);
+            }
+        }
     }
 
     /// Relays until nothing is pending (or a step fails).

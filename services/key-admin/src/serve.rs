@@ -106,13 +106,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     let wakeup = Arc::new(Notify::new());
-    let relay = Arc::new(Relay::new(
+    let mut relay = Relay::new(
         pool.clone(),
         redis.clone(),
         args.redis.layout(),
         Arc::clone(&rabbit),
         Arc::clone(&wakeup),
-    ));
+    );
+    relay.outbox_retention = (args.outbox_retention_days > 0)
+        .then(|| Duration::from_secs(args.outbox_retention_days.saturating_mul(86_400)));
+    let relay = Arc::new(relay);
     let state = AppState {
         pool: pool.clone(),
         redis: redis.clone(),

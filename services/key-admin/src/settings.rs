@@ -56,6 +56,10 @@ pub struct ServeArgs {
     /// through RabbitMQ (seconds).
     #[arg(long, env = "KEYMETER_RECONCILE_SETTLE_SECS", default_value_t = 120)]
     pub reconcile_settle_secs: u64,
+    /// How long an outbox row is kept after its key event went out (days; 0 keeps them all).
+    /// The audit log, not the outbox, is the lasting record of changes.
+    #[arg(long, env = "KEYMETER_OUTBOX_RETENTION_DAYS", default_value_t = 7)]
+    pub outbox_retention_days: u64,
 }
 
 #[derive(Args, Debug)]

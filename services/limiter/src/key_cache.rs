@@ -237,7 +237,11 @@ mod tests {
             loads_b.get(&keys, "b", known(b)).await;
         }
 
-        assert_eq!(loads_a.count(), 2, "both secrets of the changed key are read again, once");
+        assert_eq!(
+            loads_a.count(),
+            2,
+            "both secrets of the changed key are read again, once"
+        );
         assert_eq!(loads_a2.count(), 2);
         assert_eq!(loads_b.count(), 1, "another key stays cached");
     }
@@ -258,7 +262,11 @@ mod tests {
         let again = Loads::new();
         again.get(&keys, "a", known(a)).await;
         again.get(&keys, "a", known(a)).await;
-        assert_eq!(again.count(), 1, "the raced record is not trusted, the reloaded one is");
+        assert_eq!(
+            again.count(),
+            1,
+            "the raced record is not trusted, the reloaded one is"
+        );
     }
 
     #[tokio::test]
@@ -271,7 +279,11 @@ mod tests {
 
         keys.invalidate_key(Uuid::now_v7());
         loads.get(&keys, "made-up", Cached::Unknown).await;
-        assert_eq!(loads.count(), 2, "the event may have been this key's creation");
+        assert_eq!(
+            loads.count(),
+            2,
+            "the event may have been this key's creation"
+        );
     }
 
     #[tokio::test]
@@ -292,7 +304,11 @@ mod tests {
         loads_a.get(&keys, "a", known(a)).await;
         loads_b.get(&keys, "b", known(b)).await;
         assert_eq!(loads_a.count(), 2, "an evicted change still counts");
-        assert_eq!(loads_b.count(), 2, "so every entry older than it is read again");
+        assert_eq!(
+            loads_b.count(),
+            2,
+            "so every entry older than it is read again"
+        );
     }
 
     #[tokio::test]

@@ -34,7 +34,12 @@ impl LogThrottle {
         if now_ms >= next
             && self
                 .next_line_at
-                .compare_exchange(next, now_ms + INTERVAL_MS, Ordering::AcqRel, Ordering::Relaxed)
+                .compare_exchange(
+                    next,
+                    now_ms + INTERVAL_MS,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
                 .is_ok()
         {
             return Some(self.left_out.swap(0, Ordering::AcqRel));

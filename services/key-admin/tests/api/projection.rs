@@ -244,3 +244,86 @@ async fn a_resync_waits_for_the_relay_lock() {
     assert!(app.record_of(&raw).await.is_some(), "then it rebuilds");
     app.stop().await;
 }
+
+#[derive(diesel::QueryableByName)]
+struct OutboxCounts {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    relayed: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pending: i64,
+}
+
+async fn outbox_counts(app: &TestApp) -> (i64, i64) {
+    use diesel_async::RunQueryDsl;
+    let mut conn = app.db.connection().await;
+    let counts: OutboxCounts = diesel::sql_query(
+        "SELECT count(*) FILTER (WHERE processed_at IS NOT NULL) AS relayed, \
+                count(*) FILTER (WHERE processed_at IS NULL) AS pending FROM outbox",
+    )
+    .get_result(&mut conn)
+    .await
+    .unwrap();
+    (counts.relayed, counts.pending)
+}
+
+#[tokio::test]
+async fn relayed_outbox_rows_older_than_the_retention_are_pruned_and_pending_ones_kept() {
+    use diesel_async::RunQueryDsl;
+    let app = TestApp::spawn_without_relay().await;
+    let plan = app.default_plan().await;
+    for _ in 0..3 {
+        app.create_key(json!({"plan_id": plan["id"]})).await;
+    }
+    app.relay.drain().await.unwrap();
+    let (relayed, pending) = outbox_counts(&app).await;
+    assert_eq!(pending, 0);
+    // Two relayed rows went out ten days ago; one change is written but not relayed, and
+    // is as old.
+    app.create_key(json!({"plan_id": plan["id"]})).await;
+    let mut conn = app.db.connection().await;
+    diesel::sql_query(
+        "UPDATE outbox SET processed_at = now() - interval '10 days' \
+         WHERE id IN (SELECT id FROM outbox WHERE processed_at IS NOT NULL ORDER BY id LIMIT 2)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    diesel::sql_query(
+        "UPDATE outbox SET created_at = now() - interval '10 days' WHERE processed_at IS NULL",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+
+    let mut pruning = key_admin::relay::Relay::new(
+        app.db.pool(),
+        app.redis.clone(),
+        app.layout.clone(),
+        std::sync::Arc::new(storage::rabbitmq::RabbitLink::new(
+            storage::rabbitmq::RabbitSettings {
+                url: test_support::amqp_url(),
+            },
+            "pruning",
+            app.rabbit.topology.clone(),
+        )),
+        std::sync::Arc::new(tokio::sync::Notify::new()),
+    );
+    assert_eq!(
+        pruning.prune_outbox().await.unwrap(),
+        0,
+        "no retention set: nothing pruned"
+    );
+    pruning.outbox_retention = Some(Duration::from_secs(7 * 86_400));
+    assert_eq!(pruning.prune_outbox().await.unwrap(), 2);
+    assert_eq!(outbox_counts(&app).await, (relayed - 2, 1));
+    assert_eq!(
+        pruning.prune_outbox().await.unwrap(),
+        0,
+        "nothing left to prune"
+    );
+
+    // The pending change still goes out.
+    let outcome = app.relay.drain().await.unwrap();
+    assert_eq!((outcome.projected, outcome.published), (1, 1));
+    app.stop().await;
+}
