@@ -110,7 +110,7 @@ async fn run(label: &str, max_batches: usize, bodies: &[Vec<u8>], entries: usize
         Arc::clone(&link),
         Arc::new(Writer::new(db.pool())),
         WorkerSettings {
-            prefetch: 256,
+            prefetch: 64,
             max_batches,
             linger: Duration::from_millis(20),
             dedup_window: Duration::from_secs(3600),

@@ -36,8 +36,9 @@ pub struct ServeArgs {
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub amqp: AmqpArgs,
-    /// Unacked batches RabbitMQ may send ahead of the worker.
-    #[arg(long, env = "KEYMETER_INGEST_PREFETCH", default_value_t = 256,
+    /// Unacked batches RabbitMQ may send ahead of the worker. They are all in memory at
+    /// once: a full batch (10 000 entries) is about 1.2 MB of JSON.
+    #[arg(long, env = "KEYMETER_INGEST_PREFETCH", default_value_t = 64,
           value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
     /// Most batches counted in one Postgres transaction.
