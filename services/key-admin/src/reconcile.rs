@@ -6,7 +6,8 @@
 //!
 //! The first minute Redis recorded for a key is not compared: its credits may have been
 //! set (or reset) within it, after requests Postgres counted. Minutes older than
-//! `window` are pruned from Redis.
+//! `window` are pruned from Redis, also when the comparison is turned off: the script
+//! records a minute per key with credits, 1 440 a day, whether anyone compares them or not.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -54,6 +55,8 @@ pub struct Reconciler {
     pub settle: Duration,
     /// Minutes older than this are neither compared nor kept.
     pub window: Duration,
+    /// `false`: passes only prune.
+    pub compare: bool,
 }
 
 fn minute_start(minute: i64) -> Option<DateTime<Utc>> {
@@ -77,6 +80,9 @@ impl Reconciler {
                     .collect();
             let expired: Vec<i64> = spent.range(..window_start).map(|(m, _)| *m).collect();
             projection::forget_credits_spent(&self.redis, &self.layout, key_id, &expired).await?;
+            if !self.compare {
+                continue;
+            }
             let Some(first) = spent.keys().copied().find(|m| *m >= window_start) else {
                 continue;
             };

@@ -126,16 +126,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let shutdown = CancellationToken::new();
     let relay_task = tokio::spawn(Arc::clone(&relay).run(shutdown.clone()));
-    let reconcile_task = (args.reconcile_secs > 0).then(|| {
-        let reconciler = Arc::new(Reconciler {
-            pool: pool.clone(),
-            redis: redis.clone(),
-            layout: args.redis.layout(),
-            settle: Duration::from_secs(args.reconcile_settle_secs),
-            window: RECONCILE_WINDOW,
-        });
-        tokio::spawn(reconciler.run(Duration::from_secs(args.reconcile_secs), shutdown.clone()))
+    // Turned off, the passes still prune what the check script records, hourly.
+    let compare = args.reconcile_secs > 0;
+    let reconcile_every = Duration::from_secs(if compare { args.reconcile_secs } else { 3600 });
+    let reconciler = Arc::new(Reconciler {
+        pool: pool.clone(),
+        redis: redis.clone(),
+        layout: args.redis.layout(),
+        settle: Duration::from_secs(args.reconcile_settle_secs),
+        window: RECONCILE_WINDOW,
+        compare,
     });
+    let reconcile_task = tokio::spawn(reconciler.run(reconcile_every, shutdown.clone()));
 
     let readiness = Readiness::new()
         .with_postgres(pool)
@@ -145,9 +147,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // The HTTP server has drained; let the relay finish the step in hand.
     shutdown.cancel();
     let _ = relay_task.await;
-    if let Some(task) = reconcile_task {
-        let _ = task.await;
-    }
+    let _ = reconcile_task.await;
     served?;
     Ok(())
 }

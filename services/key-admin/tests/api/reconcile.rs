@@ -76,6 +76,7 @@ async fn settled_minutes_are_compared_and_a_difference_is_reported() {
         layout: app.layout.clone(),
         settle: Duration::from_secs(120),
         window: Duration::from_secs(24 * 3600),
+        compare: true,
     };
     assert_eq!(reconciler.run_once().await.unwrap(), vec![]);
     let minutes: Vec<i64> = projection::credits_spent(&app.redis, &app.layout, key_id)
@@ -99,5 +100,50 @@ async fn settled_minutes_are_compared_and_a_difference_is_reported() {
             drift: 7
         }]
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn with_the_comparison_off_old_minutes_are_still_pruned_and_nothing_is_reported() {
+    let app = TestApp::spawn().await;
+    let plan = app.default_plan().await;
+    let key = app
+        .create_key(json!({"plan_id": plan["id"], "credits": {"remaining": 1000}}))
+        .await;
+    let key_id: Uuid = key["id"].as_str().unwrap().parse().unwrap();
+    let raw = key["key"].as_str().unwrap().to_owned();
+    app.eventually("the key's record is in Redis", || {
+        let raw = raw.clone();
+        let app = &app;
+        async move { app.record_of(&raw).await.is_some() }
+    })
+    .await;
+    let now = Utc::now().timestamp() / 60;
+    spend(&app, key_id, now - 6, 10).await;
+    spend(&app, key_id, now - 5, 7).await;
+    count(&app, key_id, now - 5, 999).await;
+    spend(&app, key_id, now - 3000, 1).await;
+
+    let reconciler = Reconciler {
+        pool: app.db.pool(),
+        redis: app.redis.clone(),
+        layout: app.layout.clone(),
+        settle: Duration::from_secs(120),
+        window: Duration::from_secs(24 * 3600),
+        compare: false,
+    };
+    assert_eq!(
+        reconciler.run_once().await.unwrap(),
+        vec![],
+        "nothing compared"
+    );
+    let minutes: Vec<i64> = projection::credits_spent(&app.redis, &app.layout, key_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(m, _)| m)
+        .collect();
+    assert!(!minutes.contains(&(now - 3000)), "pruned: {minutes:?}");
+    assert!(minutes.contains(&(now - 5)), "kept: {minutes:?}");
     app.stop().await;
 }
