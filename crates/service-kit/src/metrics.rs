@@ -104,7 +104,7 @@ pub async fn record_http(
 }
 
 /// A client can send any token as a method; only the standard ones get a series of their own.
-fn method_label(method: &Method) -> &'static str {
+pub(crate) fn method_label(method: &Method) -> &'static str {
     const STANDARD: [Method; 9] = [
         Method::GET,
         Method::POST,

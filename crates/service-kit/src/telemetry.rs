@@ -130,17 +130,22 @@ pub async fn trace_http(
     if !enabled() {
         return next.call(req).await;
     }
-    let method = req.method().as_str().to_owned();
+    // Named after the method alone until the route is known: a raw path or a made-up method
+    // would give the trace backend a span name per URL.
+    let method = match crate::metrics::method_label(req.method()) {
+        "other" => "_OTHER",
+        standard => standard,
+    };
     let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.extract(&Headers(req.headers()))
     });
     let span = tracing::info_span!(
         target: REQUEST_TARGET,
         "http.request",
-        otel.name = format!("{method} {}", req.path()),
+        otel.name = if method == "_OTHER" { "HTTP" } else { method },
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
-        http.request.method = %method,
+        http.request.method = method,
         url.path = %req.path(),
         http.route = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,
