@@ -23,6 +23,24 @@ async fn spend(app: &TestApp, key_id: Uuid, minute: i64, credits: i64) {
         .unwrap();
 }
 
+/// Waits until the relay applied every change, the key's creation included: `s:` fields
+/// written before that would race its credits reset, which replaces the hash (a rebuild at
+/// start can put the record in Redis first).
+async fn wait_until_projected(app: &TestApp, key: &serde_json::Value) {
+    let raw = key["key"].as_str().unwrap().to_owned();
+    app.eventually("the key is projected and nothing is pending", || {
+        let raw = raw.clone();
+        async move {
+            let mut conn = app.db.connection().await;
+            let pending = storage::repositories::outbox::pending_count(&mut conn)
+                .await
+                .unwrap();
+            pending == 0 && app.record_of(&raw).await.is_some()
+        }
+    })
+    .await;
+}
+
 async fn count(app: &TestApp, key_id: Uuid, minute: i64, cost: i64) {
     let at: DateTime<Utc> = DateTime::from_timestamp(minute * 60, 0).unwrap();
     let mut conn = app.db.connection().await;
@@ -45,14 +63,8 @@ async fn settled_minutes_are_compared_and_a_difference_is_reported() {
     let key = app
         .create_key(json!({"plan_id": plan["id"], "credits": {"remaining": 1000}}))
         .await;
-    let raw = key["key"].as_str().unwrap().to_owned();
     let key_id: Uuid = key["id"].as_str().unwrap().parse().unwrap();
-    app.eventually("the key's record is in Redis", || {
-        let raw = raw.clone();
-        let app = &app;
-        async move { app.record_of(&raw).await.is_some() }
-    })
-    .await;
+    wait_until_projected(&app, &key).await;
     let plain = app.create_key(json!({"plan_id": plan["id"]})).await;
     let plain_id: Uuid = plain["id"].as_str().unwrap().parse().unwrap();
 
@@ -111,13 +123,7 @@ async fn with_the_comparison_off_old_minutes_are_still_pruned_and_nothing_is_rep
         .create_key(json!({"plan_id": plan["id"], "credits": {"remaining": 1000}}))
         .await;
     let key_id: Uuid = key["id"].as_str().unwrap().parse().unwrap();
-    let raw = key["key"].as_str().unwrap().to_owned();
-    app.eventually("the key's record is in Redis", || {
-        let raw = raw.clone();
-        let app = &app;
-        async move { app.record_of(&raw).await.is_some() }
-    })
-    .await;
+    wait_until_projected(&app, &key).await;
     let now = Utc::now().timestamp() / 60;
     spend(&app, key_id, now - 6, 10).await;
     spend(&app, key_id, now - 5, 7).await;
