@@ -132,9 +132,9 @@ pub async fn trace_http(
     }
     // Named after the method alone until the route is known: a raw path or a made-up method
     // would give the trace backend a span name per URL.
-    let method = match crate::metrics::method_label(req.method()) {
-        "other" => "_OTHER",
-        standard => standard,
+    let (method, name) = match crate::metrics::method_label(req.method()) {
+        "other" => ("_OTHER", "HTTP"),
+        standard => (standard, standard),
     };
     let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.extract(&Headers(req.headers()))
@@ -142,7 +142,7 @@ pub async fn trace_http(
     let span = tracing::info_span!(
         target: REQUEST_TARGET,
         "http.request",
-        otel.name = if method == "_OTHER" { "HTTP" } else { method },
+        otel.name = name,
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
         http.request.method = method,
@@ -156,7 +156,9 @@ pub async fn trace_http(
     span.record("trace_id", tracing::field::display(trace_id));
     let response = next.call(req).instrument(span.clone()).await?;
     if let Some(route) = response.request().match_pattern() {
-        span.record("otel.name", format!("{method} {route}"));
+        // Through OpenTelemetry itself: the span was started above (for its trace id), and
+        // tracing-opentelemetry applies a recorded `otel.name` only before that.
+        span.context().span().update_name(format!("{name} {route}"));
         span.record("http.route", route);
     }
     let status = response.status();

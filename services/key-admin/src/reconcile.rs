@@ -115,6 +115,8 @@ impl Reconciler {
     pub async fn run(self: Arc<Self>, interval: Duration, shutdown: CancellationToken) {
         loop {
             match self.run_once().await {
+                // Nothing was compared: no drift to report, and none to claim.
+                Ok(_) if !self.compare => {}
                 Ok(drifts) => {
                     let total: i64 = drifts.iter().map(|d| d.drift).sum();
                     metrics::gauge!("keymeter_credits_drift").set(total as f64);

@@ -89,7 +89,6 @@ impl Relay {
     /// Relays until `shutdown`, finishing the step in hand first.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut last_epoch_check: Option<Instant> = None;
-        let mut last_prune: Option<Instant> = None;
         let mut backoff = self.poll_interval;
         loop {
             tokio::select! {
@@ -101,12 +100,6 @@ impl Relay {
                 last_epoch_check = Some(Instant::now());
                 if let Err(error) = self.rebuild_if_lost().await {
                     tracing::warn!(%error, "could not check the projection epoch");
-                }
-            }
-            if last_prune.is_none_or(|at| at.elapsed() >= self.prune_interval) {
-                last_prune = Some(Instant::now());
-                if let Err(error) = self.prune_outbox().await {
-                    tracing::warn!(%error, "could not prune the outbox");
                 }
             }
             match self.drain().await {
@@ -121,14 +114,40 @@ impl Relay {
         tracing::info!("outbox relay stopped");
     }
 
+    /// Prunes the outbox at start and then every `prune_interval` until `shutdown`. A task
+    /// of its own: the first prune of a long-grown table must not hold up the relay.
+    pub async fn run_pruning(self: Arc<Self>, shutdown: CancellationToken) {
+        if self.outbox_retention.is_none() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                pruned = self.prune_outbox() => {
+                    if let Err(error) = pruned {
+                        tracing::warn!(%error, "could not prune the outbox; trying again later");
+                    }
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.prune_interval) => {}
+            }
+        }
+    }
+
     /// Deletes the rows whose event went out longer than the retention ago, a chunk at a
     /// time; returns how many. Rows not relayed yet are never touched.
     pub async fn prune_outbox(&self) -> Result<usize, RelayError> {
         let Some(retention) = self.outbox_retention else {
             return Ok(0);
         };
-        let cutoff = chrono::Utc::now()
-            - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+        let cutoff = chrono::Duration::from_std(retention)
+            .ok()
+            .and_then(|retention| chrono::Utc::now().checked_sub_signed(retention));
+        let Some(cutoff) = cutoff else {
+            return Ok(0);
+        };
         let mut conn = self.pool.get().await?;
         let mut pruned = 0;
         loop {

@@ -126,6 +126,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let shutdown = CancellationToken::new();
     let relay_task = tokio::spawn(Arc::clone(&relay).run(shutdown.clone()));
+    let prune_task = tokio::spawn(Arc::clone(&relay).run_pruning(shutdown.clone()));
     // Turned off, the passes still prune what the check script records, hourly.
     let compare = args.reconcile_secs > 0;
     let reconcile_every = Duration::from_secs(if compare { args.reconcile_secs } else { 3600 });
@@ -147,6 +148,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // The HTTP server has drained; let the relay finish the step in hand.
     shutdown.cancel();
     let _ = relay_task.await;
+    let _ = prune_task.await;
     let _ = reconcile_task.await;
     served?;
     Ok(())

@@ -58,7 +58,8 @@ pub struct ServeArgs {
     pub reconcile_settle_secs: u64,
     /// How long an outbox row is kept after its key event went out (days; 0 keeps them all).
     /// The audit log, not the outbox, is the lasting record of changes.
-    #[arg(long, env = "KEYMETER_OUTBOX_RETENTION_DAYS", default_value_t = 7)]
+    #[arg(long, env = "KEYMETER_OUTBOX_RETENTION_DAYS", default_value_t = 7,
+          value_parser = clap::value_parser!(u64).range(0..=36_500))]
     pub outbox_retention_days: u64,
 }
 

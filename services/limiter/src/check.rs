@@ -126,11 +126,12 @@ impl Checker {
             return Decision::early(Code::MalformedKey);
         };
         let hash = self.pepper.hash_key(&key);
-        let load = async {
+        let key_hash = hash.as_str();
+        let load = move || async move {
             if !self.breaker.allow() {
                 return Err(RedisClusterError::Config("circuit breaker open".into()));
             }
-            let stored = projection::get_key(&self.redis, &self.layout, hash.as_str()).await;
+            let stored = projection::get_key(&self.redis, &self.layout, key_hash).await;
             // A lost projection is still an answer from Redis.
             self.breaker.report(&stored);
             let stored = stored?;

@@ -77,8 +77,8 @@ impl KeyCache {
             sync::Cache::builder()
                 .max_capacity(capacity)
                 .time_to_live(ttl + LONGEST_LOAD)
-                // Least recently changed goes first; the default policy may refuse a new
-                // entry instead, and a refused change would be lost without a trace.
+                // Least recently used goes first; the default policy may refuse a new entry
+                // instead, and a refused change would be lost without a trace.
                 .eviction_policy(EvictionPolicy::lru())
                 // More changed keys than it holds: an evicted change must still count, so
                 // every entry loaded before now is stale.
@@ -104,9 +104,10 @@ impl KeyCache {
         }
     }
 
-    /// The cached answer for a key hash, or `load`'s (cached for next time).
-    pub async fn get_or_load<F, E>(&self, key_hash: &str, load: F) -> Result<Cached, Arc<E>>
+    /// The cached answer for a key hash, or the answer of a `load()` (cached for next time).
+    pub async fn get_or_load<L, F, E>(&self, key_hash: &str, load: L) -> Result<Cached, Arc<E>>
     where
+        L: Fn() -> F,
         F: std::future::Future<Output = Result<Cached, E>>,
         E: Send + Sync + 'static,
     {
@@ -119,6 +120,22 @@ impl KeyCache {
             self.cache.invalidate(key_hash).await;
         }
         counters().cache_redis.increment(1);
+        let entry = self.load(key_hash, loaded_after, load()).await?;
+        // This check joined a load that began before an event it must see (or found the
+        // entry of one): once more, so a revoke is never answered from a record read before.
+        if entry.loaded_after < loaded_after && !self.is_current(&entry) {
+            self.cache.invalidate(key_hash).await;
+            return Ok(self.load(key_hash, loaded_after, load()).await?.cached);
+        }
+        Ok(entry.cached)
+    }
+
+    /// Loads and caches, or waits for a load of the same key already under way.
+    async fn load<F, E>(&self, key_hash: &str, loaded_after: u64, load: F) -> Result<Entry, Arc<E>>
+    where
+        F: std::future::Future<Output = Result<Cached, E>>,
+        E: Send + Sync + 'static,
+    {
         let load = async move {
             load.await.map(|cached| Entry {
                 cached,
@@ -127,8 +144,7 @@ impl KeyCache {
         };
         // Boxed: the loading future is large and rare, and every check's future would
         // otherwise carry (and move) its size.
-        let entry = Box::pin(self.cache.try_get_with(key_hash.to_owned(), load)).await?;
-        Ok(entry.cached)
+        Box::pin(self.cache.try_get_with(key_hash.to_owned(), load)).await
     }
 
     fn is_current(&self, entry: &Entry) -> bool {
@@ -148,7 +164,9 @@ impl KeyCache {
         }
     }
 
-    /// Makes every cached secret of `key_id` stale, and every "no such key" answer.
+    /// Makes every cached secret of `key_id` stale, and every "no such key" answer. Called
+    /// by the one task that reads key events: two callers racing for one key could leave
+    /// the smaller number in `changed`.
     pub fn invalidate_key(&self, key_id: Uuid) {
         let event = self.events.fetch_add(1, Ordering::AcqRel) + 1;
         self.changed.insert(key_id, event);
@@ -206,9 +224,9 @@ mod tests {
         }
 
         async fn get(&self, keys: &KeyCache, hash: &str, answer: Cached) -> Cached {
-            let load = async {
+            let load = || async {
                 self.0.fetch_add(1, Ordering::SeqCst);
-                Ok::<_, std::convert::Infallible>(answer)
+                Ok::<_, std::convert::Infallible>(answer.clone())
             };
             match keys.get_or_load(hash, load).await {
                 Ok(cached) => cached,
@@ -252,7 +270,7 @@ mod tests {
         let a = Uuid::now_v7();
         let loads = AtomicUsize::new(0);
         // The event arrives between the Redis read and the cache insert.
-        let racing = async {
+        let racing = || async {
             loads.fetch_add(1, Ordering::SeqCst);
             keys.invalidate_key(a);
             Ok::<_, std::convert::Infallible>(known(a))
@@ -312,10 +330,63 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_check_that_joins_a_load_begun_before_its_keys_event_reads_again() {
+        let keys = cache(100);
+        let a = Uuid::now_v7();
+        let revoked = || {
+            let Cached::Known(record) = known(a) else {
+                unreachable!()
+            };
+            Cached::Known(Arc::new(KeyRecord {
+                revoked: true,
+                ..(*record).clone()
+            }))
+        };
+        let gate = tokio::sync::Notify::new();
+        let later_loads = AtomicUsize::new(0);
+        // The first check's Redis read, from before the revoke, is slow to come back.
+        let first = keys.get_or_load("a", || async {
+            gate.notified().await;
+            Ok::<_, std::convert::Infallible>(known(a))
+        });
+        // The revoke's event arrives; a second check of the key joins the read under way.
+        let second = async {
+            tokio::task::yield_now().await;
+            keys.invalidate_key(a);
+            keys.get_or_load("a", || async {
+                later_loads.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, std::convert::Infallible>(revoked())
+            })
+            .await
+        };
+        let release = async {
+            for _ in 0..5 {
+                tokio::task::yield_now().await;
+            }
+            gate.notify_one();
+        };
+        let (first, second, ()) = tokio::join!(first, second, release);
+
+        assert!(
+            matches!(first, Ok(Cached::Known(record)) if !record.revoked),
+            "the first check began before the event"
+        );
+        assert_eq!(
+            later_loads.load(Ordering::SeqCst),
+            1,
+            "the second read again"
+        );
+        assert!(
+            matches!(second, Ok(Cached::Known(record)) if record.revoked),
+            "and sees the revoke"
+        );
+    }
+
+    #[tokio::test]
     async fn invalidate_all_covers_a_load_in_flight() {
         let keys = cache(100);
         let a = Uuid::now_v7();
-        let racing = async {
+        let racing = || async {
             keys.invalidate_all();
             Ok::<_, std::convert::Infallible>(known(a))
         };

@@ -120,7 +120,7 @@ pub async fn delete_processed_before(
 ) -> QueryResult<usize> {
     diesel::sql_query(
         "DELETE FROM outbox WHERE id IN \
-         (SELECT id FROM outbox WHERE processed_at < $1 ORDER BY id LIMIT $2)",
+         (SELECT id FROM outbox WHERE processed_at < $1 ORDER BY processed_at LIMIT $2)",
     )
     .bind::<diesel::sql_types::Timestamptz, _>(cutoff)
     .bind::<diesel::sql_types::BigInt, _>(limit)

@@ -50,6 +50,14 @@ async fn spans_arrive_with_their_names_and_parents() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+    // A route with a parameter: the span is named after its pattern, not the raw path.
+    let response = reqwest::Client::new()
+        .get(limiter.url("/v1/authorize/orders/42"))
+        .bearer_auth(key.expose())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     let (server, script, publish) = loop {
@@ -68,7 +76,16 @@ async fn spans_arrive_with_their_names_and_parents() {
             .iter()
             .find(|s| s.name.starts_with("publish ") && s.name.ends_with("keymeter.usage"))
             .cloned();
-        if let (Some(server), Some(script), Some(publish)) = (server, script, publish) {
+        let by_pattern = spans
+            .iter()
+            .any(|s| s.name == "GET /v1/authorize/{path:.*}");
+        if let (Some(server), Some(script), Some(publish), true) =
+            (server, script, publish, by_pattern)
+        {
+            assert!(
+                !spans.iter().any(|s| s.name.contains("orders/42")),
+                "a raw path as a span name: {spans:#?}"
+            );
             break (server, script, publish);
         }
         assert!(
