@@ -90,7 +90,7 @@ async fn settled_minutes_are_compared_and_a_difference_is_reported() {
         window: Duration::from_secs(24 * 3600),
         compare: true,
     };
-    assert_eq!(reconciler.run_once().await.unwrap(), vec![]);
+    assert_eq!(reconciler.run_once().await.unwrap().drifts, vec![]);
     let minutes: Vec<i64> = projection::credits_spent(&app.redis, &app.layout, key_id)
         .await
         .unwrap()
@@ -104,7 +104,7 @@ async fn settled_minutes_are_compared_and_a_difference_is_reported() {
     count(&app, key_id, now - 5, 10).await;
     spend(&app, key_id, now - 3, 4).await;
     assert_eq!(
-        reconciler.run_once().await.unwrap(),
+        reconciler.run_once().await.unwrap().drifts,
         vec![Drift {
             key_id,
             spent: 16,
@@ -139,7 +139,7 @@ async fn with_the_comparison_off_old_minutes_are_still_pruned_and_nothing_is_rep
         compare: false,
     };
     assert_eq!(
-        reconciler.run_once().await.unwrap(),
+        reconciler.run_once().await.unwrap().drifts,
         vec![],
         "nothing compared"
     );
@@ -151,5 +151,62 @@ async fn with_the_comparison_off_old_minutes_are_still_pruned_and_nothing_is_rep
         .collect();
     assert!(!minutes.contains(&(now - 3000)), "pruned: {minutes:?}");
     assert!(minutes.contains(&(now - 5)), "kept: {minutes:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_that_cannot_be_read_does_not_stop_the_pass() {
+    let app = TestApp::spawn().await;
+    let plan = app.default_plan().await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let key = app
+            .create_key(json!({"plan_id": plan["id"], "credits": {"remaining": 1000}}))
+            .await;
+        wait_until_projected(&app, &key).await;
+        ids.push(key["id"].as_str().unwrap().parse::<Uuid>().unwrap());
+    }
+    let (broken, fine) = (ids[0], ids[1]);
+    // Not a hash any more: reading its spend fails with WRONGTYPE.
+    let mut conn = app.redis.connection().await.unwrap();
+    let _: () = deadpool_redis::redis::cmd("SET")
+        .arg(app.layout.credits(broken))
+        .arg("not a hash")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let now = Utc::now().timestamp() / 60;
+    spend(&app, fine, now - 3000, 1).await;
+    spend(&app, fine, now - 6, 10).await;
+    spend(&app, fine, now - 5, 7).await;
+
+    let reconciler = Reconciler {
+        pool: app.db.pool(),
+        redis: app.redis.clone(),
+        layout: app.layout.clone(),
+        settle: Duration::from_secs(120),
+        window: Duration::from_secs(24 * 3600),
+        compare: true,
+    };
+    let pass = reconciler.run_once().await.unwrap();
+    assert_eq!(pass.failed_keys, 1);
+    assert!(pass.first_error.is_some());
+    assert_eq!(
+        pass.drifts,
+        vec![Drift {
+            key_id: fine,
+            spent: 7,
+            counted: 0,
+            drift: 7
+        }],
+        "the other key is still compared"
+    );
+    let minutes: Vec<i64> = projection::credits_spent(&app.redis, &app.layout, fine)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(m, _)| m)
+        .collect();
+    assert!(!minutes.contains(&(now - 3000)), "and pruned: {minutes:?}");
     app.stop().await;
 }
