@@ -102,13 +102,19 @@ pub struct PepperArgs {
 #[derive(Args, Debug, Clone)]
 pub struct LogArgs {
     /// Log filter in tracing's EnvFilter syntax, e.g. `info` or `limiter=debug,info`.
-    #[arg(long = "log", env = "KEYMETER_LOG", default_value = "info")]
+    #[arg(
+        long = "log",
+        env = "KEYMETER_LOG",
+        default_value = "info",
+        global = true
+    )]
     pub log: String,
     /// `text` for people, `json` for log collectors.
     #[arg(
         long = "log-format",
         env = "KEYMETER_LOG_FORMAT",
-        default_value = "text"
+        default_value = "text",
+        global = true
     )]
     pub log_format: crate::logging::LogFormat,
 }
