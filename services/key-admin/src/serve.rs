@@ -123,6 +123,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         pepper: args.pepper.pepper.clone(),
         relay_wakeup: wakeup,
         relay: Arc::clone(&relay),
+        usage_query_timeout: Duration::from_millis(args.usage_query_timeout_ms),
     };
     let shutdown = CancellationToken::new();
     let relay_task = tokio::spawn(Arc::clone(&relay).run(shutdown.clone()));

@@ -56,6 +56,11 @@ pub struct ServeArgs {
     /// through RabbitMQ (seconds).
     #[arg(long, env = "KEYMETER_RECONCILE_SETTLE_SECS", default_value_t = 120)]
     pub reconcile_settle_secs: u64,
+    /// How long PostgreSQL may spend on one usage analytics query before it is cancelled
+    /// and the request answered 503 (milliseconds).
+    #[arg(long, env = "KEYMETER_USAGE_QUERY_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub usage_query_timeout_ms: u64,
     /// How long an outbox row is kept after its key event went out (days; 0 keeps them all).
     /// The audit log, not the outbox, is the lasting record of changes.
     #[arg(long, env = "KEYMETER_OUTBOX_RETENTION_DAYS", default_value_t = 7,

@@ -19,6 +19,8 @@ pub struct AppState {
     pub relay_wakeup: Arc<Notify>,
     /// For an on-demand rebuild of the projection.
     pub relay: Arc<Relay>,
+    /// How long PostgreSQL may spend on one usage analytics query.
+    pub usage_query_timeout: std::time::Duration,
 }
 
 impl AppState {

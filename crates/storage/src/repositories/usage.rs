@@ -4,7 +4,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Date, Integer, Text, Timestamptz, Uuid as SqlUuid};
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use crate::models::UsageLogRow;
@@ -221,6 +221,29 @@ pub async fn buckets(
         UsageScope::Key(id) | UsageScope::Plan(id) => query.bind::<SqlUuid, _>(id).load(conn).await,
         UsageScope::Owner(owner) => query.bind::<Text, _>(owner).load(conn).await,
     }
+}
+
+/// As `buckets`, cancelled by PostgreSQL after `timeout`: a plan of many keys over a month
+/// can read a lot, and an admin who asks too much should get an error, not hold a pooled
+/// connection for minutes. The timeout holds for this transaction only.
+pub async fn buckets_within(
+    conn: &mut AsyncPgConnection,
+    scope: UsageScope<'_>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    granularity: Granularity,
+    timeout: std::time::Duration,
+) -> QueryResult<Vec<UsageBucket>> {
+    // SET takes no bind parameters; the value is a number formatted here.
+    let set_timeout = format!(
+        "SET LOCAL statement_timeout = {}",
+        timeout.as_millis().clamp(1, i32::MAX as u128)
+    );
+    conn.transaction(async |conn| {
+        diesel::sql_query(set_timeout).execute(conn).await?;
+        buckets(conn, scope, from, to, granularity).await
+    })
+    .await
 }
 
 /// The cost counted per minute for one key over `[from, to)`, for the credits reconciliation.

@@ -69,7 +69,15 @@ pub async fn of_key(
     api_keys::get_any(&mut conn, key_id)
         .await?
         .ok_or(ApiError::NotFound("key"))?;
-    Ok(usage::buckets(&mut conn, UsageScope::Key(key_id), from, to, granularity).await?)
+    let buckets = usage::buckets_within(
+        &mut conn,
+        UsageScope::Key(key_id),
+        from,
+        to,
+        granularity,
+        state.usage_query_timeout,
+    );
+    Ok(buckets.await?)
 }
 
 /// The usage of every key (deleted ones included) of an owner or a plan, summed.
@@ -81,5 +89,13 @@ pub async fn of_scope(
     granularity: Granularity,
 ) -> Result<Vec<UsageBucket>, ApiError> {
     let mut conn = state.conn().await?;
-    Ok(usage::buckets(&mut conn, scope, from, to, granularity).await?)
+    let buckets = usage::buckets_within(
+        &mut conn,
+        scope,
+        from,
+        to,
+        granularity,
+        state.usage_query_timeout,
+    );
+    Ok(buckets.await?)
 }

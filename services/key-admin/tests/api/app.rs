@@ -90,6 +90,7 @@ impl TestApp {
             pepper: pepper.clone(),
             relay_wakeup: wakeup,
             relay: Arc::clone(&relay),
+            usage_query_timeout: Duration::from_secs(2),
         };
         let (server, addr) = service_kit::server::bind(
             "key-admin",

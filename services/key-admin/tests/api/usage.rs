@@ -335,3 +335,44 @@ async fn a_month_of_a_busy_key_is_read_through_the_index() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_usage_query_that_runs_out_of_time_is_503_and_the_next_one_is_answered() {
+    let app = TestApp::spawn().await;
+    let plan = app.default_plan().await;
+    let key = app.create_key(json!({"plan_id": plan["id"]})).await;
+    let id = key["id"].as_str().unwrap();
+    add_usage(&app, id, at("2026-03-01T10:00:00Z"), (5, 1, 10)).await;
+    let path = format!(
+        "/v1/keys/{id}/usage?from=2026-03-01T00:00:00Z&to=2026-03-02T00:00:00Z&granularity=hour"
+    );
+
+    // Someone holds a lock the query must wait for (a long maintenance statement, say);
+    // the test app's usage timeout is 2 s.
+    let mut holder = app.db.connection().await;
+    diesel::sql_query("BEGIN")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    diesel::sql_query("LOCK TABLE usage_logs IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    // Without the timeout the request would wait as long as the lock is held.
+    let (status, body) = tokio::time::timeout(std::time::Duration::from_secs(30), app.get(&path))
+        .await
+        .expect("an answer, not a request left waiting on the lock");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["title"], "Service unavailable", "{body}");
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("shorter range"), "{body}");
+
+    diesel::sql_query("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let (status, body) = app.get(&path).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(buckets(&body).len(), 1);
+    app.stop().await;
+}
