@@ -3,6 +3,7 @@
 //! when Redis has lost some of it (a record group without its epoch marker) or when asked
 //! to (`POST /v1/ops/resync`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
@@ -10,7 +11,8 @@ use tracing::Instrument;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use domain::events::V1;
 use domain::{CreditsConfig, KeyChange, KeyEvent, KeyRecord};
-use storage::models::{ApiKeyRow, OutboxRow};
+use futures_util::TryStreamExt;
+use storage::models::{ApiKeyRow, OutboxRow, PlanRow};
 use storage::postgres::PgPool;
 use storage::rabbitmq::{AmqpError, RabbitLink};
 use storage::redis_cluster::projection::{self, KeyLayout};
@@ -24,6 +26,12 @@ use crate::operations::keys::{credits_of, effective_limits};
 
 const BATCH: i64 = 100;
 const PAGE: i64 = 500;
+/// Keys of one page projected at once: their Redis writes are independent of each other,
+/// and one at a time a plan of 10 000 keys held the relay (and every revocation behind it)
+/// for 5 s.
+const PROJECT_CONCURRENCY: usize = 32;
+/// Key events of one outbox row waiting for their broker confirms at once.
+const PUBLISH_CONCURRENCY: usize = 64;
 /// Rows deleted per statement when old outbox rows are pruned.
 const PRUNE_CHUNK: i64 = 1_000;
 
@@ -249,12 +257,11 @@ impl Relay {
                 }
             }
             "plan" => {
+                let mut plans = HashMap::new();
                 let mut after = None;
                 loop {
                     let keys = api_keys::live_on_plan(conn, row.aggregate_id, after, PAGE).await?;
-                    for key in &keys {
-                        self.project_key(conn, key, false).await?;
-                    }
+                    self.project_keys(conn, &keys, &mut plans).await?;
                     match keys.last() {
                         Some(last) if keys.len() as i64 == PAGE => after = Some(last.id),
                         _ => break,
@@ -277,6 +284,42 @@ impl Relay {
         key: &ApiKeyRow,
         reset_credits: bool,
     ) -> Result<(), RelayError> {
+        let plan = match key.deleted_at {
+            Some(_) => None,
+            None => plans::get_any(conn, key.plan_id).await?,
+        };
+        self.project_key_on(key, plan.as_ref(), reset_credits).await
+    }
+
+    /// Projects a page of keys, several at once, each plan read from Postgres once (`plans`
+    /// remembers them across pages).
+    async fn project_keys(
+        &self,
+        conn: &mut AsyncPgConnection,
+        keys: &[ApiKeyRow],
+        plans: &mut HashMap<Uuid, Option<PlanRow>>,
+    ) -> Result<(), RelayError> {
+        for key in keys {
+            if key.deleted_at.is_none() && !plans.contains_key(&key.plan_id) {
+                plans.insert(key.plan_id, plans::get_any(conn, key.plan_id).await?);
+            }
+        }
+        let plans = &*plans;
+        futures_util::stream::iter(keys.iter().map(Ok))
+            .try_for_each_concurrent(PROJECT_CONCURRENCY, |key| {
+                let plan = plans.get(&key.plan_id).and_then(Option::as_ref);
+                self.project_key_on(key, plan, false)
+            })
+            .await
+    }
+
+    /// Writes one key to Redis (or removes it, if deleted) with the plan it is on.
+    async fn project_key_on(
+        &self,
+        key: &ApiKeyRow,
+        plan: Option<&PlanRow>,
+        reset_credits: bool,
+    ) -> Result<(), RelayError> {
         let hashes: Vec<&str> = std::iter::once(key.key_hash.as_str())
             .chain(key.previous_key_hash.as_deref())
             .collect();
@@ -285,7 +328,7 @@ impl Relay {
             projection::remove_credits(&self.redis, &self.layout, key.id).await?;
             return Ok(());
         }
-        let Some(plan) = plans::get_any(conn, key.plan_id).await? else {
+        let Some(plan) = plan else {
             tracing::error!(key_id = %key.id, "key without a plan left out of the projection");
             return Ok(());
         };
@@ -298,7 +341,7 @@ impl Relay {
             enabled: key.enabled,
             revoked: key.revoked_at.is_some(),
             expires_at: key.expires_at,
-            limits: effective_limits(key, &plan),
+            limits: effective_limits(key, plan),
             credits: credits.as_ref().map(|c| CreditsConfig {
                 refill: c.refill.clone(),
             }),
@@ -352,12 +395,16 @@ impl Relay {
         } else {
             vec![row.aggregate_id]
         };
-        for key_id in key_ids {
-            let event = KeyEvent::new(key_id, change);
-            let body = serde_json::to_vec(&event).unwrap_or_default();
-            self.broadcast(&body).await?;
-        }
-        Ok(())
+        // A plan's events are for different keys, so their order does not matter; each
+        // waits for its broker confirm, and one after another 10 000 of them held the relay
+        // (and every change behind them) for seconds.
+        futures_util::stream::iter(key_ids.into_iter().map(Ok))
+            .try_for_each_concurrent(PUBLISH_CONCURRENCY, |key_id| async move {
+                let event = KeyEvent::new(key_id, change);
+                let body = serde_json::to_vec(&event).unwrap_or_default();
+                self.broadcast(&body).await
+            })
+            .await
     }
 
     async fn broadcast(&self, body: &[u8]) -> Result<(), RelayError> {
@@ -418,15 +465,12 @@ impl Relay {
         projection::begin_rebuild(&self.redis, &self.layout, &epoch).await?;
         let plans_count = plans::all(conn).await?.len() as u64;
         let mut keys_count = 0;
+        let mut plans = HashMap::new();
         let mut after = None;
         loop {
             let keys = api_keys::all_page(conn, after, PAGE).await?;
-            for key in &keys {
-                self.project_key(conn, key, false).await?;
-                if key.deleted_at.is_none() {
-                    keys_count += 1;
-                }
-            }
+            self.project_keys(conn, &keys, &mut plans).await?;
+            keys_count += keys.iter().filter(|key| key.deleted_at.is_none()).count() as u64;
             match keys.last() {
                 Some(last) if keys.len() as i64 == PAGE => after = Some(last.id),
                 _ => break,
