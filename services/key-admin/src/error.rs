@@ -142,18 +142,6 @@ impl From<diesel::result::Error> for ApiError {
             E::DatabaseError(_, info) if info.message().contains("terminating connection") => {
                 ApiError::Unavailable(format!("postgres connection lost ({})", info.message()))
             }
-            // Only usage analytics sets a statement timeout.
-            E::DatabaseError(_, info)
-                if info
-                    .message()
-                    .contains("canceling statement due to statement timeout") =>
-            {
-                ApiError::Unavailable(
-                    "the usage query ran out of time: ask for a shorter range, a coarser \
-                     granularity or fewer keys"
-                        .into(),
-                )
-            }
             // A time PostgreSQL cannot store (year -5000, say) is the caller's mistake.
             E::DatabaseError(_, info)
                 if info.message().contains("timestamp out of range")

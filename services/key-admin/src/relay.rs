@@ -463,9 +463,14 @@ impl Relay {
     async fn rebuild(&self, conn: &mut AsyncPgConnection) -> Result<ResyncCounts, RelayError> {
         let epoch = Uuid::now_v7().to_string();
         projection::begin_rebuild(&self.redis, &self.layout, &epoch).await?;
-        let plans_count = plans::all(conn).await?.len() as u64;
+        let live_plans = plans::all(conn).await?;
+        let plans_count = live_plans.len() as u64;
         let mut keys_count = 0;
-        let mut plans = HashMap::new();
+        // Keys on a deleted plan (none should be live) still get theirs from `project_keys`.
+        let mut plans: HashMap<Uuid, Option<PlanRow>> = live_plans
+            .into_iter()
+            .map(|plan| (plan.id, Some(plan)))
+            .collect();
         let mut after = None;
         loop {
             let keys = api_keys::all_page(conn, after, PAGE).await?;

@@ -57,6 +57,25 @@ pub fn range(
     Ok((from, to))
 }
 
+/// A usage query cancelled by its statement timeout is the asker's to narrow. (PostgreSQL
+/// names the cause only in its message; with messages in another language this is a 500.)
+fn out_of_time(error: diesel::result::Error) -> ApiError {
+    match &error {
+        diesel::result::Error::DatabaseError(_, info)
+            if info
+                .message()
+                .contains("canceling statement due to statement timeout") =>
+        {
+            ApiError::Unavailable(
+                "the usage query ran out of time: ask for a shorter range, a coarser \
+                 granularity or fewer keys"
+                    .into(),
+            )
+        }
+        _ => error.into(),
+    }
+}
+
 /// One key's usage; a deleted key's history stays readable.
 pub async fn of_key(
     state: &AppState,
@@ -77,7 +96,7 @@ pub async fn of_key(
         granularity,
         state.usage_query_timeout,
     );
-    Ok(buckets.await?)
+    buckets.await.map_err(out_of_time)
 }
 
 /// The usage of every key (deleted ones included) of an owner or a plan, summed.
@@ -97,5 +116,5 @@ pub async fn of_scope(
         granularity,
         state.usage_query_timeout,
     );
-    Ok(buckets.await?)
+    buckets.await.map_err(out_of_time)
 }
