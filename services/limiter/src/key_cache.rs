@@ -120,18 +120,26 @@ impl KeyCache {
             self.cache.invalidate(key_hash).await;
         }
         counters().cache_redis.increment(1);
-        let entry = self.load(key_hash, loaded_after, load()).await?;
+        let entry = self.load_shared(key_hash, loaded_after, load()).await?;
         // This check joined a load that began before an event it must see (or found the
         // entry of one): once more, so a revoke is never answered from a record read before.
         if entry.loaded_after < loaded_after && !self.is_current(&entry) {
             self.cache.invalidate(key_hash).await;
-            return Ok(self.load(key_hash, loaded_after, load()).await?.cached);
+            return Ok(self
+                .load_shared(key_hash, loaded_after, load())
+                .await?
+                .cached);
         }
         Ok(entry.cached)
     }
 
     /// Loads and caches, or waits for a load of the same key already under way.
-    async fn load<F, E>(&self, key_hash: &str, loaded_after: u64, load: F) -> Result<Entry, Arc<E>>
+    async fn load_shared<F, E>(
+        &self,
+        key_hash: &str,
+        loaded_after: u64,
+        load: F,
+    ) -> Result<Entry, Arc<E>>
     where
         F: std::future::Future<Output = Result<Cached, E>>,
         E: Send + Sync + 'static,

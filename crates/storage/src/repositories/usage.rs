@@ -196,37 +196,11 @@ pub struct UsageBucket {
 /// The usage of the scope's keys over `[from, to)`, summed per bucket (UTC), oldest first;
 /// buckets with no usage are left out. Reads the key's primary key index (key_id, minute),
 /// and only the partitions of the days asked for.
+///
+/// Cancelled by PostgreSQL after `timeout`: a plan of many keys over a month can read a
+/// lot, and an admin who asks too much should get an error, not hold a pooled connection
+/// for minutes. The timeout holds for this transaction only.
 pub async fn buckets(
-    conn: &mut AsyncPgConnection,
-    scope: UsageScope<'_>,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    granularity: Granularity,
-) -> QueryResult<Vec<UsageBucket>> {
-    let keys = match scope {
-        UsageScope::Key(_) => "key_id = $4",
-        UsageScope::Owner(_) => "key_id IN (SELECT id FROM api_keys WHERE owner_id = $4)",
-        UsageScope::Plan(_) => "key_id IN (SELECT id FROM api_keys WHERE plan_id = $4)",
-    };
-    let sql = format!(
-        "SELECT date_trunc($1, minute, 'UTC') AS start, sum(allowed)::int8 AS allowed, \
-         sum(denied)::int8 AS denied, sum(cost)::int8 AS cost FROM usage_logs \
-         WHERE minute >= $2 AND minute < $3 AND {keys} GROUP BY 1 ORDER BY 1"
-    );
-    let query = diesel::sql_query(sql)
-        .bind::<Text, _>(granularity.sql_unit())
-        .bind::<Timestamptz, _>(from)
-        .bind::<Timestamptz, _>(to);
-    match scope {
-        UsageScope::Key(id) | UsageScope::Plan(id) => query.bind::<SqlUuid, _>(id).load(conn).await,
-        UsageScope::Owner(owner) => query.bind::<Text, _>(owner).load(conn).await,
-    }
-}
-
-/// As `buckets`, cancelled by PostgreSQL after `timeout`: a plan of many keys over a month
-/// can read a lot, and an admin who asks too much should get an error, not hold a pooled
-/// connection for minutes. The timeout holds for this transaction only.
-pub async fn buckets_within(
     conn: &mut AsyncPgConnection,
     scope: UsageScope<'_>,
     from: DateTime<Utc>,
@@ -239,9 +213,28 @@ pub async fn buckets_within(
         "SET LOCAL statement_timeout = {}",
         timeout.as_millis().clamp(1, i32::MAX as u128)
     );
+    let keys = match scope {
+        UsageScope::Key(_) => "key_id = $4",
+        UsageScope::Owner(_) => "key_id IN (SELECT id FROM api_keys WHERE owner_id = $4)",
+        UsageScope::Plan(_) => "key_id IN (SELECT id FROM api_keys WHERE plan_id = $4)",
+    };
+    let sql = format!(
+        "SELECT date_trunc($1, minute, 'UTC') AS start, sum(allowed)::int8 AS allowed, \
+         sum(denied)::int8 AS denied, sum(cost)::int8 AS cost FROM usage_logs \
+         WHERE minute >= $2 AND minute < $3 AND {keys} GROUP BY 1 ORDER BY 1"
+    );
     conn.transaction(async |conn| {
         diesel::sql_query(set_timeout).execute(conn).await?;
-        buckets(conn, scope, from, to, granularity).await
+        let query = diesel::sql_query(sql)
+            .bind::<Text, _>(granularity.sql_unit())
+            .bind::<Timestamptz, _>(from)
+            .bind::<Timestamptz, _>(to);
+        match scope {
+            UsageScope::Key(id) | UsageScope::Plan(id) => {
+                query.bind::<SqlUuid, _>(id).load(conn).await
+            }
+            UsageScope::Owner(owner) => query.bind::<Text, _>(owner).load(conn).await,
+        }
     })
     .await
 }

@@ -1,6 +1,7 @@
 //! Usage analytics: the buckets of `usage_logs` for one key, an owner or a plan.
 
 use chrono::{DateTime, Datelike, Duration, Utc};
+use storage::postgres::PgConn;
 use storage::repositories::api_keys;
 use storage::repositories::usage::{self, Granularity, UsageBucket, UsageScope};
 use uuid::Uuid;
@@ -88,15 +89,15 @@ pub async fn of_key(
     api_keys::get_any(&mut conn, key_id)
         .await?
         .ok_or(ApiError::NotFound("key"))?;
-    let buckets = usage::buckets_within(
+    read(
         &mut conn,
+        state,
         UsageScope::Key(key_id),
         from,
         to,
         granularity,
-        state.usage_query_timeout,
-    );
-    buckets.await.map_err(out_of_time)
+    )
+    .await
 }
 
 /// The usage of every key (deleted ones included) of an owner or a plan, summed.
@@ -108,13 +109,20 @@ pub async fn of_scope(
     granularity: Granularity,
 ) -> Result<Vec<UsageBucket>, ApiError> {
     let mut conn = state.conn().await?;
-    let buckets = usage::buckets_within(
-        &mut conn,
-        scope,
-        from,
-        to,
-        granularity,
-        state.usage_query_timeout,
-    );
-    buckets.await.map_err(out_of_time)
+    read(&mut conn, state, scope, from, to, granularity).await
+}
+
+/// The buckets, within the usage query timeout.
+async fn read(
+    conn: &mut PgConn,
+    state: &AppState,
+    scope: UsageScope<'_>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    granularity: Granularity,
+) -> Result<Vec<UsageBucket>, ApiError> {
+    let timeout = state.usage_query_timeout;
+    usage::buckets(conn, scope, from, to, granularity, timeout)
+        .await
+        .map_err(out_of_time)
 }

@@ -117,6 +117,25 @@ impl TestApp {
         }
     }
 
+    /// A relay of its own over the app's database, layout and broker, on `redis`, with the
+    /// default settings; the app's own relay is not affected.
+    pub fn another_relay(&self, redis: RedisCluster) -> Relay {
+        let link = RabbitLink::new(
+            RabbitSettings {
+                url: test_support::amqp_url(),
+            },
+            "another-relay",
+            self.rabbit.topology.clone(),
+        );
+        Relay::new(
+            self.db.pool(),
+            redis,
+            self.layout.clone(),
+            Arc::new(link),
+            Arc::new(Notify::new()),
+        )
+    }
+
     /// Sends a request with `token` (or none) and returns the status and JSON body (or
     /// `Value::Null` for an empty or non-JSON body).
     pub async fn send(

@@ -53,19 +53,7 @@ async fn a_relay_that_died_after_the_commit_catches_up_in_order() {
     // A relay that cannot reach Redis fails on the first row and keeps every row.
     let unreachable =
         RedisCluster::new(RedisSettings::new(vec!["redis://127.0.0.1:1".into()])).unwrap();
-    let broken = key_admin::relay::Relay::new(
-        app.db.pool(),
-        unreachable,
-        app.layout.clone(),
-        std::sync::Arc::new(storage::rabbitmq::RabbitLink::new(
-            storage::rabbitmq::RabbitSettings {
-                url: test_support::amqp_url(),
-            },
-            "broken",
-            app.rabbit.topology.clone(),
-        )),
-        std::sync::Arc::new(tokio::sync::Notify::new()),
-    );
+    let broken = app.another_relay(unreachable);
     assert!(broken.pass().await.is_err());
 
     // Recovery: the relay applies all five changes, then publishes them, in order.
@@ -295,19 +283,7 @@ async fn relayed_outbox_rows_older_than_the_retention_are_pruned_and_pending_one
     .await
     .unwrap();
 
-    let mut pruning = key_admin::relay::Relay::new(
-        app.db.pool(),
-        app.redis.clone(),
-        app.layout.clone(),
-        std::sync::Arc::new(storage::rabbitmq::RabbitLink::new(
-            storage::rabbitmq::RabbitSettings {
-                url: test_support::amqp_url(),
-            },
-            "pruning",
-            app.rabbit.topology.clone(),
-        )),
-        std::sync::Arc::new(tokio::sync::Notify::new()),
-    );
+    let mut pruning = app.another_relay(app.redis.clone());
     assert_eq!(
         pruning.prune_outbox().await.unwrap(),
         0,

@@ -41,6 +41,38 @@ async fn wait_until_projected(app: &TestApp, key: &serde_json::Value) {
     .await;
 }
 
+/// A key with 1 000 credits on `plan`, once the relay applied every change (its creation
+/// included); returns its id.
+async fn projected_credit_key(app: &TestApp, plan: &serde_json::Value) -> Uuid {
+    let key = app
+        .create_key(json!({"plan_id": plan["id"], "credits": {"remaining": 1000}}))
+        .await;
+    wait_until_projected(app, &key).await;
+    key["id"].as_str().unwrap().parse().unwrap()
+}
+
+/// A reconciler over the test app's stores: 2-minute settle time, 24-hour window.
+fn reconciler(app: &TestApp, compare: bool) -> Reconciler {
+    Reconciler {
+        pool: app.db.pool(),
+        redis: app.redis.clone(),
+        layout: app.layout.clone(),
+        settle: Duration::from_secs(120),
+        window: Duration::from_secs(24 * 3600),
+        compare,
+    }
+}
+
+/// The minutes Redis holds a spend for.
+async fn spent_minutes(app: &TestApp, key_id: Uuid) -> Vec<i64> {
+    projection::credits_spent(&app.redis, &app.layout, key_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(m, _)| m)
+        .collect()
+}
+
 async fn count(app: &TestApp, key_id: Uuid, minute: i64, cost: i64) {
     let at: DateTime<Utc> = DateTime::from_timestamp(minute * 60, 0).unwrap();
     let mut conn = app.db.connection().await;
@@ -60,11 +92,7 @@ async fn count(app: &TestApp, key_id: Uuid, minute: i64, cost: i64) {
 async fn settled_minutes_are_compared_and_a_difference_is_reported() {
     let app = TestApp::spawn().await;
     let plan = app.default_plan().await;
-    let key = app
-        .create_key(json!({"plan_id": plan["id"], "credits": {"remaining": 1000}}))
-        .await;
-    let key_id: Uuid = key["id"].as_str().unwrap().parse().unwrap();
-    wait_until_projected(&app, &key).await;
+    let key_id = projected_credit_key(&app, &plan).await;
     let plain = app.create_key(json!({"plan_id": plan["id"]})).await;
     let plain_id: Uuid = plain["id"].as_str().unwrap().parse().unwrap();
 
@@ -82,21 +110,9 @@ async fn settled_minutes_are_compared_and_a_difference_is_reported() {
     spend(&app, key_id, now - 3000, 1).await;
     count(&app, plain_id, now - 5, 40).await;
 
-    let reconciler = Reconciler {
-        pool: app.db.pool(),
-        redis: app.redis.clone(),
-        layout: app.layout.clone(),
-        settle: Duration::from_secs(120),
-        window: Duration::from_secs(24 * 3600),
-        compare: true,
-    };
+    let reconciler = reconciler(&app, true);
     assert_eq!(reconciler.run_once().await.unwrap().drifts, vec![]);
-    let minutes: Vec<i64> = projection::credits_spent(&app.redis, &app.layout, key_id)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(m, _)| m)
-        .collect();
+    let minutes = spent_minutes(&app, key_id).await;
     assert!(!minutes.contains(&(now - 3000)), "{minutes:?}");
     assert!(minutes.contains(&(now - 6)), "{minutes:?}");
 
@@ -119,36 +135,20 @@ async fn settled_minutes_are_compared_and_a_difference_is_reported() {
 async fn with_the_comparison_off_old_minutes_are_still_pruned_and_nothing_is_reported() {
     let app = TestApp::spawn().await;
     let plan = app.default_plan().await;
-    let key = app
-        .create_key(json!({"plan_id": plan["id"], "credits": {"remaining": 1000}}))
-        .await;
-    let key_id: Uuid = key["id"].as_str().unwrap().parse().unwrap();
-    wait_until_projected(&app, &key).await;
+    let key_id = projected_credit_key(&app, &plan).await;
     let now = Utc::now().timestamp() / 60;
     spend(&app, key_id, now - 6, 10).await;
     spend(&app, key_id, now - 5, 7).await;
     count(&app, key_id, now - 5, 999).await;
     spend(&app, key_id, now - 3000, 1).await;
 
-    let reconciler = Reconciler {
-        pool: app.db.pool(),
-        redis: app.redis.clone(),
-        layout: app.layout.clone(),
-        settle: Duration::from_secs(120),
-        window: Duration::from_secs(24 * 3600),
-        compare: false,
-    };
+    let reconciler = reconciler(&app, false);
     assert_eq!(
         reconciler.run_once().await.unwrap().drifts,
         vec![],
         "nothing compared"
     );
-    let minutes: Vec<i64> = projection::credits_spent(&app.redis, &app.layout, key_id)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(m, _)| m)
-        .collect();
+    let minutes = spent_minutes(&app, key_id).await;
     assert!(!minutes.contains(&(now - 3000)), "pruned: {minutes:?}");
     assert!(minutes.contains(&(now - 5)), "kept: {minutes:?}");
     app.stop().await;
@@ -158,15 +158,8 @@ async fn with_the_comparison_off_old_minutes_are_still_pruned_and_nothing_is_rep
 async fn a_key_that_cannot_be_read_does_not_stop_the_pass() {
     let app = TestApp::spawn().await;
     let plan = app.default_plan().await;
-    let mut ids = Vec::new();
-    for _ in 0..2 {
-        let key = app
-            .create_key(json!({"plan_id": plan["id"], "credits": {"remaining": 1000}}))
-            .await;
-        wait_until_projected(&app, &key).await;
-        ids.push(key["id"].as_str().unwrap().parse::<Uuid>().unwrap());
-    }
-    let (broken, fine) = (ids[0], ids[1]);
+    let broken = projected_credit_key(&app, &plan).await;
+    let fine = projected_credit_key(&app, &plan).await;
     // Not a hash any more: reading its spend fails with WRONGTYPE.
     let mut conn = app.redis.connection().await.unwrap();
     let _: () = deadpool_redis::redis::cmd("SET")
@@ -180,14 +173,7 @@ async fn a_key_that_cannot_be_read_does_not_stop_the_pass() {
     spend(&app, fine, now - 6, 10).await;
     spend(&app, fine, now - 5, 7).await;
 
-    let reconciler = Reconciler {
-        pool: app.db.pool(),
-        redis: app.redis.clone(),
-        layout: app.layout.clone(),
-        settle: Duration::from_secs(120),
-        window: Duration::from_secs(24 * 3600),
-        compare: true,
-    };
+    let reconciler = reconciler(&app, true);
     let pass = reconciler.run_once().await.unwrap();
     assert_eq!(pass.failed_keys, 1);
     assert!(pass.first_error.is_some());
@@ -201,12 +187,7 @@ async fn a_key_that_cannot_be_read_does_not_stop_the_pass() {
         }],
         "the other key is still compared"
     );
-    let minutes: Vec<i64> = projection::credits_spent(&app.redis, &app.layout, fine)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(m, _)| m)
-        .collect();
+    let minutes = spent_minutes(&app, fine).await;
     assert!(!minutes.contains(&(now - 3000)), "and pruned: {minutes:?}");
     app.stop().await;
 }
